@@ -1,0 +1,1 @@
+"""deocc-live's trainer: synthesises pairs, fits, evaluates and exports the generator."""

@@ -1,0 +1,126 @@
+"""`deocc-train`: synth, fit, eval, export, build-engine. Heavy imports happen inside each
+command so that --help is instant; errors print one line and exit non-zero."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import MISSING, fields
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=()):
+    """One option per config field, typed from its default (a declarative table, not handlers)."""
+    for field in fields(cls):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        if default is MISSING:
+            parser.add_argument(flag, type=str, required=True)
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif default is None or isinstance(default, str):
+            parser.add_argument(flag, type=str, default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
+
+
+def _config(cls, args):
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def cmd_synth(args):
+    from trainer.configs import SynthConfig
+    from trainer.synth import run
+
+    summary = run(_config(SynthConfig, args))
+    counts = summary["counts"]
+    print(f"{summary['faces']} faces: train {counts['train']}, validation {counts['validation']}, "
+          f"test {counts['test']}; skipped {summary['skipped']} (no face {counts['no_face']}, "
+          f"too small {counts['too_small']}, unreadable {counts['unreadable']})")
+
+
+def cmd_fit(args):
+    from trainer.configs import FitConfig
+    from trainer.fit import run
+
+    result = run(_config(FitConfig, args))
+    print(json.dumps(result))
+
+
+def cmd_eval(args):
+    from trainer.configs import EvalConfig
+    from trainer.evaluate import run
+
+    report = run(_config(EvalConfig, args))
+    print(report["markdown"])
+
+
+def cmd_export(args):
+    from trainer.export import export_onnx
+
+    result = export_onnx(args.ckpt, args.onnx, opset=args.opset, check=not args.no_check)
+    print(f"wrote {args.onnx}: crop {result['crop_size']}px, max abs difference to torch "
+          f"{result['max_abs_diff']:.2e}")
+
+
+def cmd_build_engine(args):
+    from engines.tensorrt_build import build_engine
+
+    result = build_engine(args.onnx, args.out, fp16=args.fp16, max_batch=args.max_batch)
+    print(f"wrote {args.out}: {result}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from trainer.configs import EvalConfig, FitConfig, SynthConfig
+
+    parser = argparse.ArgumentParser(prog="deocc-train", description="Train deocc-live's generator.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write aligned training pairs from faces and occluders")
+    _add_dataclass_options(synth, SynthConfig)
+    synth.set_defaults(handler=cmd_synth)
+
+    fit = sub.add_parser("fit", help="train the generator")
+    _add_dataclass_options(fit, FitConfig)
+    fit.set_defaults(handler=cmd_fit)
+
+    evaluate = sub.add_parser("eval", help="metrics on the test split: input, Telea, ours")
+    _add_dataclass_options(evaluate, EvalConfig)
+    evaluate.set_defaults(handler=cmd_eval)
+
+    export = sub.add_parser("export", help="checkpoint -> ONNX with metadata, parity-checked")
+    export.add_argument("--ckpt", required=True)
+    export.add_argument("--onnx", required=True)
+    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--no-check", action="store_true")
+    export.set_defaults(handler=cmd_export)
+
+    engine = sub.add_parser("build-engine", help="ONNX -> TensorRT plan with our metadata header")
+    engine.add_argument("--onnx", required=True)
+    engine.add_argument("--out", required=True)
+    engine.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True)
+    engine.add_argument("--max-batch", type=int, default=4)
+    engine.set_defaults(handler=cmd_build_engine)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        if os.environ.get("DEOCC_DEBUG"):
+            raise
+        print(f"deocc-train {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

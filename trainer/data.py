@@ -1,0 +1,126 @@
+"""Training data as tensors: pairs from disk, optionally re-occluded online.
+
+With landmarks beside the clean crops (what ``synth`` writes) and the occluder folder at hand,
+every training sample gets a fresh occluder drawn for it, so the generator sees endless
+variations of the few cut-outs; validation and test always use the pairs on disk.
+Sample order and occluders depend only on (seed, step), so a resumed run sees what an
+uninterrupted one would have seen.
+"""
+from __future__ import annotations
+
+import zlib
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from trainer.pairs import list_pairs, read_image, read_pair
+
+
+def to_tensor(image_bgr: np.ndarray) -> torch.Tensor:
+    """BGR uint8 (H, W, 3) -> RGB float32 [3, H, W] in [-1, 1]."""
+    rgb = np.ascontiguousarray(image_bgr[..., ::-1], dtype=np.float32)
+    return torch.from_numpy(rgb).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def mask_tensor(mask: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(mask.astype(np.float32) / 255.0)[None]
+
+
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    """RGB [3, H, W] in [-1, 1] -> BGR uint8 (H, W, 3)."""
+    array = ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(array[..., ::-1])
+
+
+def _jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Colour and light jitter of the whole scene (applied before the occluder is drawn)."""
+    out = image.astype(np.float32)
+    out = (out - 128.0) * rng.uniform(0.85, 1.15) + 128.0 + rng.uniform(-18, 18)
+    out *= rng.uniform(0.92, 1.08, 3).astype(np.float32)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+class PairDataset(Dataset):
+    """Items are (index, sample_seed); returns (occluded, clean, mask) tensors."""
+
+    def __init__(self, root, split: str, size: int | None = None, bank=None, augment: bool = False):
+        self.pairs = list_pairs(root, split)
+        if not self.pairs:
+            raise FileNotFoundError(f"no {split} pairs under {root} (expected {split}/Mask and {split}/Unmask)")
+        first = read_image(self.pairs[0].clean)
+        self.size = size or (first.shape[0] if first is not None else 128)
+        self.bank = bank if bank is not None and all(p.landmarks is not None for p in self.pairs) else None
+        self.augment = augment
+        self.unreadable: set[str] = set()
+
+    @property
+    def online(self) -> bool:
+        return self.bank is not None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int, seed: int):
+        pair = self.pairs[index]
+        rng = np.random.default_rng([seed, zlib.crc32(pair.key.encode())])
+        if self.bank is not None:
+            clean = read_image(pair.clean)
+            if clean is None:
+                return None
+            landmarks = np.load(pair.landmarks, allow_pickle=False).astype(np.float32)
+            if clean.shape[0] != self.size:
+                landmarks *= self.size / clean.shape[0]
+                clean = cv2.resize(clean, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            if self.augment:
+                clean = _jitter(clean, rng)
+            occluded, mask = self.bank.render(clean, landmarks, rng)
+        else:
+            loaded = read_pair(pair, self.size)
+            if loaded is None:
+                return None
+            occluded, clean, mask = loaded
+        if self.augment and rng.random() < 0.5:
+            occluded, clean, mask = occluded[:, ::-1], clean[:, ::-1], mask[:, ::-1]
+        return occluded, clean, mask
+
+    def __getitem__(self, item):
+        index, seed = item if isinstance(item, tuple) else (item, 0)
+        for offset in range(len(self.pairs)):
+            loaded = self.load((index + offset) % len(self.pairs), seed)
+            if loaded is not None:
+                break
+            self.unreadable.add(self.pairs[(index + offset) % len(self.pairs)].key)
+        else:
+            raise RuntimeError("no readable pair in the data set")
+        occluded, clean, mask = loaded
+        return to_tensor(occluded), to_tensor(clean), mask_tensor(np.ascontiguousarray(mask))
+
+
+class StepBatchSampler(Sampler):
+    """Batches for steps start..steps-1, each drawn from (seed, step) alone; each DDP rank takes
+    its own slice of the global batch."""
+
+    def __init__(self, length: int, batch: int, seed: int, start: int, steps: int,
+                 rank: int = 0, world: int = 1):
+        self.length, self.batch, self.seed = length, batch, seed
+        self.start, self.steps, self.rank, self.world = start, steps, rank, world
+
+    def __len__(self) -> int:
+        return max(self.steps - self.start, 0)
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            rng = np.random.default_rng([self.seed, step])
+            total = self.batch * self.world
+            indices = rng.choice(self.length, size=total, replace=total > self.length)
+            seeds = rng.integers(0, 2**31 - 1, size=total)
+            part = slice(self.rank * self.batch, (self.rank + 1) * self.batch)
+            yield [(int(i), int(s)) for i, s in zip(indices[part], seeds[part])]
+
+
+def fixed_batch(dataset: PairDataset, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first ``count`` items of a split, stacked (for sample grids and quick validation)."""
+    items = [dataset[(i, 0)] for i in range(min(count, len(dataset)))]
+    return tuple(torch.stack(column) for column in zip(*items))

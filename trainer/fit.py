@@ -1,0 +1,341 @@
+"""`deocc-train fit`: train the generator (L1 + SSIM + mask loss, then adversarial), with
+checkpoints every few minutes, exact resume, CSV log and sample grids. Runs data-parallel under
+torchrun (gloo on CPU, nccl on GPU)."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from trainer import checkpoint
+from trainer.data import PairDataset, StepBatchSampler, fixed_batch, to_image
+from trainer.losses import LossWeights, discriminator_loss, generator_loss
+from trainer.model import Discriminator, Generator, parameter_count
+from trainer.configs import FitConfig
+from trainer.util import atomic_write_bytes, progress
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def autocast_dtype(config: FitConfig, device: torch.device):
+    """bf16 autocast where the hardware runs it natively (AVX-512 BF16/AMX on CPU, any recent
+    CUDA GPU); none otherwise."""
+    if config.amp == "off":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if config.amp == "bf16":
+        return torch.bfloat16
+    flags = ""
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text()
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
+
+
+def load_matching(module: torch.nn.Module, weights: dict) -> tuple[int, int]:
+    """Copy the parameters whose names and shapes match (fine-tune from another run)."""
+    own = module.state_dict()
+    matched = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    own.update(matched)
+    module.load_state_dict(own)
+    return len(matched), len(own)
+
+
+LOG_COLUMNS = ["time", "step", "l1", "ssim", "mask", "adv", "d", "total", "samples_per_s", "eta_min",
+               "val_psnr", "val_hole_psnr", "val_iou"]
+
+
+class Trainer:
+    def __init__(self, config: FitConfig):
+        self.config = config
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.out = Path(config.out)
+        self.main = self.rank == 0
+        self.stop_requested = False
+
+    def build(self):
+        config = self.config
+        bank = None
+        occluders = config.occluders or self._occluders_from_summary()
+        if config.online and occluders and Path(occluders).is_dir():
+            from trainer.occluders import OccluderBank
+
+            bank = OccluderBank.load(occluders)
+        self.train_set = PairDataset(config.data, "train", config.size or None, bank=bank, augment=True)
+        self.size = self.train_set.size
+        try:
+            self.val_set = PairDataset(config.data, "validation", self.size)
+        except FileNotFoundError:
+            self.val_set = PairDataset(config.data, "train", self.size)
+        torch.manual_seed(config.seed)
+        self.generator = Generator(config.width, config.bottleneck_blocks).to(self.device)
+        self.discriminator = Discriminator().to(self.device)
+        if config.channels_last:
+            self.generator = self.generator.to(memory_format=torch.channels_last)
+            self.discriminator = self.discriminator.to(memory_format=torch.channels_last)
+        self.ema = copy.deepcopy(self.generator).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
+        self.step = 0
+        self.elapsed = 0.0
+        if config.resume and (self.out / "last.ckpt").is_file():
+            self._restore(checkpoint.load(self.out / "last.ckpt", self.device))
+        elif config.resume:
+            raise checkpoint.CheckpointError(f"--resume: no checkpoint at {self.out / 'last.ckpt'}")
+        elif config.init_from:
+            state = checkpoint.load(config.init_from, self.device)
+            matched, total = load_matching(self.generator, state.get("generator_ema") or state["generator"])
+            self.ema.load_state_dict(self.generator.state_dict())
+            if "discriminator" in state:
+                load_matching(self.discriminator, state["discriminator"])
+            if self.main:
+                print(f"init-from {config.init_from}: {matched}/{total} generator tensors matched")
+        self.g_train = self.generator
+        self.d_train = self.discriminator
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.g_train = DDP(self.generator, device_ids=ids)
+            self.d_train = DDP(self.discriminator, device_ids=ids)
+        self.weights = LossWeights(config.rec, config.ssim, config.adv, config.mask, config.hole)
+        self.amp = autocast_dtype(config, self.device)
+
+    def _occluders_from_summary(self):
+        summary = Path(self.config.data) / "summary.json"
+        if summary.is_file():
+            with contextlib.suppress(ValueError, KeyError):
+                return json.loads(summary.read_text())["config"]["occluders"]
+        return None
+
+    def _restore(self, state: dict):
+        spec = state["model"]
+        if (spec["width"], spec["bottleneck_blocks"]) != (self.config.width, self.config.bottleneck_blocks):
+            raise checkpoint.CheckpointError(
+                f"--resume: the checkpoint has width {spec['width']}, {spec['bottleneck_blocks']} bottleneck "
+                f"blocks; this run asks for {self.config.width}, {self.config.bottleneck_blocks}")
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.ema.load_state_dict(state["generator_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        for group in self.opt_g.param_groups:
+            group["lr"] = self.config.lr
+        for group in self.opt_d.param_groups:
+            group["lr"] = self.config.lr_d
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed_s", 0.0))
+
+    def state(self) -> dict:
+        return {
+            "step": self.step,
+            "elapsed_s": self.elapsed,
+            "config": asdict(self.config),
+            "model": {"width": self.config.width, "bottleneck_blocks": self.config.bottleneck_blocks,
+                      "size": self.size, "parameters": parameter_count(self.generator)},
+            "generator": self.generator.state_dict(),
+            "generator_ema": self.ema.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "trainer_commit": git_commit(),
+            "data": {"root": str(self.config.data), "train_pairs": len(self.train_set),
+                     "online_occlusion": self.train_set.online},
+        }
+
+    def save(self):
+        if self.main:
+            checkpoint.save(self.out / "last.ckpt", self.state())
+
+    def _autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def _prepare(self, tensor):
+        tensor = tensor.to(self.device, non_blocking=True)
+        return tensor.contiguous(memory_format=torch.channels_last) if self.config.channels_last else tensor
+
+    def train_step(self, occluded, clean, mask):
+        adversarial = self.step >= self.config.adv_start and self.config.adv > 0
+        with self._autocast():
+            restored, occlusion = self.g_train(occluded)
+        composite = occlusion * restored + (1 - occlusion) * occluded
+        parts = {}
+        if adversarial:
+            with self._autocast():
+                real_logits = self.d_train(occluded, clean)
+                fake_logits = self.d_train(occluded, composite.detach())
+            d_loss, parts = discriminator_loss(real_logits, fake_logits)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            for p in self.discriminator.parameters():
+                p.requires_grad_(False)
+            with self._autocast():
+                fake_for_g = self.d_train(occluded, composite)
+        else:
+            fake_for_g = None
+        g_loss, g_parts = generator_loss(restored, occlusion, clean, mask, self.weights, fake_for_g)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        if adversarial:
+            for p in self.discriminator.parameters():
+                p.requires_grad_(True)
+        self._update_ema()
+        return {**g_parts, **parts}
+
+    @torch.no_grad()
+    def _update_ema(self):
+        decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
+        for ema_p, p in zip(self.ema.parameters(), self.generator.parameters()):
+            ema_p.lerp_(p.detach(), 1 - decay)
+        for ema_b, b in zip(self.ema.buffers(), self.generator.buffers()):
+            ema_b.copy_(b)
+
+    @torch.no_grad()
+    def validate(self, batch) -> dict[str, float]:
+        occluded, clean, mask = (t.to(self.device) for t in batch)
+        restored, occlusion = self.ema(occluded)
+        composite = occlusion * restored + (1 - occlusion) * occluded
+        covered = (mask > 0.5).float()
+        squared = ((composite - clean) / 2) ** 2
+        psnr = -10 * torch.log10(squared.mean(dim=(1, 2, 3)).clamp(min=1e-10))
+        hole_mse = (squared * covered).sum(dim=(1, 2, 3)) / (3 * covered.sum(dim=(1, 2, 3))).clamp(min=1)
+        predicted = (occlusion > 0.5).float()
+        union = ((predicted + covered) > 0).float().sum(dim=(1, 2, 3)).clamp(min=1)
+        iou = (predicted * covered).sum(dim=(1, 2, 3)) / union
+        self._grid(occluded, composite, occlusion, clean)
+        return {"val_psnr": float(psnr.mean()), "val_hole_psnr": float((-10 * torch.log10(hole_mse.clamp(min=1e-10))).mean()),
+                "val_iou": float(iou.mean())}
+
+    def _grid(self, occluded, composite, occlusion, clean):
+        rows = []
+        for i in range(min(8, len(occluded))):
+            mask = cv2.cvtColor((occlusion[i, 0].float().cpu().numpy() * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+            rows.append(np.hstack([to_image(occluded[i]), to_image(composite[i]), mask, to_image(clean[i])]))
+        ok, data = cv2.imencode(".png", np.vstack(rows))
+        if ok:
+            atomic_write_bytes(self.out / "samples" / f"step_{self.step:07d}.png", data.tobytes())
+
+    def _log(self, row: dict):
+        path = self.out / "log.csv"
+        new = not path.is_file()
+        with open(path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS, extrasaction="ignore", restval="")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def run(self) -> dict:
+        config = self.config
+        self.build()
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.out / "config.json", json.dumps(asdict(config), indent=2).encode())
+            print(f"generator {parameter_count(self.generator):,} parameters, crop {self.size}px, "
+                  f"{len(self.train_set)} train pairs ({'online occlusion' if self.train_set.online else 'fixed pairs'}), "
+                  f"autocast {self.amp}, device {self.device}, world {self.world}, from step {self.step}")
+        sampler = StepBatchSampler(len(self.train_set), config.batch, config.seed, self.step, config.steps,
+                                   self.rank, self.world)
+        loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=config.workers,
+                            persistent_workers=False, prefetch_factor=4 if config.workers else None)
+        val_batch = fixed_batch(self.val_set, 16)
+        handlers = self._install_signal_handlers()
+        last_save = time.monotonic()
+        window_start, window_samples = time.monotonic(), 0
+        bar = progress(loader, total=len(sampler), desc="fit", initial=0) if self.main else loader
+        stats = {}
+        try:
+            for occluded, clean, mask in bar:
+                tick = time.monotonic()
+                self.generator.train()
+                parts = self.train_step(self._prepare(occluded), self._prepare(clean), self._prepare(mask))
+                self.step += 1
+                self.elapsed += time.monotonic() - tick
+                window_samples += len(occluded) * self.world
+                if self.main and (self.step % config.log_every == 0 or self.step == config.steps):
+                    now = time.monotonic()
+                    rate = window_samples / max(now - window_start, 1e-6)
+                    window_start, window_samples = now, 0
+                    eta = (config.steps - self.step) * config.batch * self.world / max(rate, 1e-6)
+                    stats = {"step": self.step, **{k: round(v, 5) for k, v in parts.items()},
+                             "samples_per_s": round(rate, 2), "eta_min": round(eta / 60, 1)}
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix({k: v for k, v in stats.items() if k != "step"}, refresh=False)
+                    else:
+                        print(json.dumps(stats), flush=True)
+                    self._log({"time": round(time.time(), 1), **stats})
+                if self.main and (self.step % config.sample_every == 0 or self.step == config.steps):
+                    val = self.validate(val_batch)
+                    self._log({"time": round(time.time(), 1), "step": self.step, **val})
+                    stats.update(val)
+                if time.monotonic() - last_save > config.checkpoint_minutes * 60:
+                    self.save()
+                    last_save = time.monotonic()
+                if self.stop_requested:
+                    break
+        finally:
+            self.save()
+            self._restore_signal_handlers(handlers)
+            if self.world > 1:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+        return {"step": self.step, **stats}
+
+    def _install_signal_handlers(self):
+        def request_stop(signum, frame):
+            self.stop_requested = True
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):
+                previous[sig] = signal.signal(sig, request_stop)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous):
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run(config: FitConfig) -> dict:
+    return Trainer(config).run()

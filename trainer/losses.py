@@ -1,0 +1,73 @@
+"""Losses: generator and discriminator losses as separate functions, SSIM shared with eval."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def _gaussian_window(channels: int, size: int = 11, sigma: float = 1.5, device=None) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float32, device=device) - size // 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] @ g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-pixel SSIM (Wang et al., Gaussian window 11/1.5) of two [N, C, H, W] images, averaged
+    over channels: [N, 1, H, W]. Edges use reflected padding so the map keeps the image size."""
+    channels = a.shape[1]
+    window = _gaussian_window(channels, device=a.device).to(a.dtype)
+    pad = window.shape[-1] // 2
+
+    def blur(x):
+        return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect"), window, groups=channels)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    value = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return value.mean(dim=1, keepdim=True)
+
+
+@dataclass
+class LossWeights:
+    rec: float = 1.2
+    ssim: float = 80.0
+    adv: float = 0.5
+    mask: float = 10.0
+    hole: float = 4.0  # extra L1 weight inside the covered region
+
+
+def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
+                   fake_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """λ_rec·L1 (heavier where covered) + λ_ssim·(1 − SSIM) + λ_adv·adversarial + λ_mask·mask.
+    Images in [-1, 1]; masks in [0, 1]."""
+    restored, occlusion = restored.float(), occlusion.float()
+    pixel_weight = 1.0 + weights.hole * true_mask
+    l1 = ((restored - target).abs() * pixel_weight).mean() / (1.0 + weights.hole * true_mask.mean()).clamp(min=1.0)
+    ssim = ssim_map((restored + 1) / 2, (target + 1) / 2).mean()
+    bce = F.binary_cross_entropy(occlusion.clamp(1e-6, 1 - 1e-6), true_mask)
+    intersection = (occlusion * true_mask).sum(dim=(1, 2, 3))
+    dice = 1 - (2 * intersection + 1) / (occlusion.sum(dim=(1, 2, 3)) + true_mask.sum(dim=(1, 2, 3)) + 1)
+    mask_loss = bce + dice.mean()
+    total = weights.rec * l1 + weights.ssim * (1 - ssim) + weights.mask * mask_loss
+    parts = {"l1": l1.item(), "ssim": ssim.item(), "mask": mask_loss.item()}
+    if fake_logits is not None and weights.adv > 0:
+        adversarial = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.ones_like(fake_logits, dtype=torch.float32))
+        total = total + weights.adv * adversarial
+        parts["adv"] = adversarial.item()
+    parts["total"] = total.item()
+    return total, parts
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """DCGAN's binary cross-entropy: real patches towards 1, generated ones towards 0."""
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    loss = 0.5 * (real + fake)
+    return loss, {"d": loss.item()}

@@ -1,0 +1,455 @@
+"""Occluders placed on aligned face crops by their landmarks: MaskTheFace templates fitted by
+their anchor points, glasses on the eyes, hats on the forehead, hands and objects near the mouth,
+cheeks and chin, and procedurally drawn microphones, cups, bottles, phones, hands and scarves.
+
+Everything works in the aligned crop's pixels, so placement follows the face's pose as the
+landmarks describe it. ``OccluderBank.render`` is deterministic for a given numpy Generator.
+"""
+from __future__ import annotations
+
+import configparser
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# MediaPipe mesh indices used for placement (image-left point first).
+CHEEK_UPPER = (93, 323)
+JAW = (172, 397)
+CHIN = 152
+NOSE_BRIDGE = (6, 197)
+NOSE_TIP = 1
+MOUTH = (61, 291)
+EYE_OUTER = (33, 263)
+BROW_TOP = (105, 334)
+FOREHEAD = 10
+CHEEKS = (205, 425)
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
+             377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+
+KINDS = {
+    # kind: sampling weight
+    "face_mask": 0.28,
+    "glasses": 0.10,
+    "hand": 0.16,
+    "object": 0.10,
+    "hat": 0.04,
+    "microphone": 0.08,
+    "cup": 0.07,
+    "bottle": 0.04,
+    "phone": 0.05,
+    "hand_shape": 0.05,
+    "scarf": 0.03,
+}
+
+
+@dataclass
+class MaskTemplate:
+    rgba: np.ndarray
+    anchors: np.ndarray  # (6, 2): a, b, c (top: left, middle, right), d, e, f (bottom)
+    recolourable: bool
+
+
+@dataclass
+class OccluderBank:
+    """The occluder cut-outs of a data folder (see ../shared/data/README.md), loaded once."""
+
+    mask_sets: list[list[MaskTemplate]] = field(default_factory=list)  # frontal/left/right sets
+    textures: list[np.ndarray] = field(default_factory=list)
+    cutouts: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, root: str | Path) -> "OccluderBank":
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"occluder folder not found: {root}")
+        bank = cls()
+        bank.mask_sets = _load_mask_templates(root)
+        bank.textures = [img for img in (cv2.imread(str(p)) for p in
+                                         sorted((root / "mask_textures_rgb").glob("*.jpg"))) if img is not None]
+        groups = {"glasses": ["glasses"], "hat": ["hats"], "hand": ["hands"],
+                  "object": ["cups", "phones", "other"]}
+        for kind, folders in groups.items():
+            images = []
+            for folder in folders:
+                for path in sorted((root / folder).glob("*.png")):
+                    rgba = _read_rgba(path)
+                    if rgba is not None:
+                        images.append(_trim(rgba))
+            bank.cutouts[kind] = images
+        return bank
+
+    def render(self, face: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
+               kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Cover ``face`` (BGR uint8 crop) with one or two occluders placed by ``landmarks``
+        ((478, 2) in crop pixels). Returns the occluded crop and the occlusion mask (uint8
+        0-255: how much of each pixel the occluder covers, its shadow included)."""
+        size = face.shape[0]
+        face_region = np.zeros(face.shape[:2], np.uint8)
+        cv2.fillConvexPoly(face_region, cv2.convexHull(landmarks[FACE_OVAL].astype(np.int32)), 1)
+        face_area = max(int(face_region.sum()), 1)
+        canvas = face.astype(np.float32)
+        total_alpha = np.zeros(face.shape[:2], np.float32)
+        count = 2 if rng.random() < 0.15 else 1
+        for index in range(count):
+            for _attempt in range(6):
+                chosen = kind if (kind and index == 0) else _pick(rng, self._available_kinds())
+                layer = self._draw(chosen, canvas, landmarks, size, rng)
+                if layer is None:
+                    continue
+                rgb, alpha = layer
+                covered = float((alpha * face_region).sum()) / face_area
+                if 0.04 <= covered <= 0.75:
+                    break
+            else:
+                continue
+            rgb, alpha = _match_sharpness(face, rgb, alpha, rng)
+            shadow = _shadow(alpha, size, rng)
+            canvas *= (1.0 - shadow)[..., None]
+            canvas = canvas * (1.0 - alpha[..., None]) + rgb * alpha[..., None]
+            total_alpha = np.maximum(total_alpha, np.maximum(alpha, np.clip(shadow * 3.0, 0, 1)))
+        occluded = np.clip(canvas, 0, 255).astype(np.uint8)
+        return occluded, np.clip(total_alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+    def _available_kinds(self) -> dict[str, float]:
+        available = dict(KINDS)
+        if not self.mask_sets:
+            available.pop("face_mask")
+        for kind in ("glasses", "hat", "hand", "object"):
+            if not self.cutouts.get(kind):
+                available.pop(kind)
+        return available
+
+    def _draw(self, kind, canvas, landmarks, size, rng):
+        if kind == "face_mask":
+            return self._face_mask(landmarks, size, rng)
+        if kind in ("glasses", "hat", "hand", "object"):
+            return self._cutout(kind, landmarks, size, rng)
+        return PROCEDURAL[kind](canvas, landmarks, size, rng)
+
+    def _face_mask(self, landmarks, size, rng):
+        bridge = landmarks[NOSE_BRIDGE[0]] + rng.uniform(0.3, 1.0) * (landmarks[NOSE_BRIDGE[1]] - landmarks[NOSE_BRIDGE[0]])
+        targets = np.array([landmarks[CHEEK_UPPER[0]], bridge, landmarks[CHEEK_UPPER[1]],
+                            landmarks[JAW[0]], landmarks[CHIN], landmarks[JAW[1]]], np.float64)
+        targets[3:] += (targets[3:] - targets[:3].mean(axis=0)) * rng.uniform(0.0, 0.08)
+        best = None
+        for template in self.mask_sets[rng.integers(len(self.mask_sets))]:
+            homography, _ = cv2.findHomography(template.anchors, targets, 0)
+            if homography is None:
+                continue
+            projected = cv2.perspectiveTransform(template.anchors[None], homography)[0]
+            error = float(np.abs(projected - targets).mean())
+            if best is None or error < best[0]:
+                best = (error, template, homography)
+        if best is None:
+            return None
+        _, template, homography = best
+        rgba = template.rgba.astype(np.float32)
+        if template.recolourable and rng.random() < 0.6:
+            rgba[..., :3] = _recolour(rgba[..., :3], self.textures, rng)
+        rgba[..., :3] = _jitter_colour(rgba[..., :3], rng)
+        warped = cv2.warpPerspective(rgba, homography, (size, size), flags=cv2.INTER_AREA,
+                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return warped[..., :3], warped[..., 3] / 255.0
+
+    def _cutout(self, kind, landmarks, size, rng):
+        images = self.cutouts[kind]
+        rgba = images[rng.integers(len(images))].astype(np.float32)
+        if rng.random() < 0.5:
+            rgba = rgba[:, ::-1]
+        eye_a, eye_b = landmarks[EYE_OUTER[0]], landmarks[EYE_OUTER[1]]
+        face_width = float(np.linalg.norm(landmarks[CHEEK_UPPER[1]] - landmarks[CHEEK_UPPER[0]]))
+        roll = float(np.degrees(np.arctan2(eye_b[1] - eye_a[1], eye_b[0] - eye_a[0])))
+        height, width = rgba.shape[:2]
+        if kind == "glasses":
+            centre = (eye_a + eye_b) / 2 + rng.normal(0, 0.01 * size, 2)
+            scale = float(np.linalg.norm(eye_b - eye_a)) * rng.uniform(1.3, 1.6) / width
+            angle = roll + rng.normal(0, 2)
+        elif kind == "hat":
+            brow = (landmarks[BROW_TOP[0]] + landmarks[BROW_TOP[1]]) / 2
+            scale = face_width * rng.uniform(1.1, 1.5) / width
+            centre = brow + np.array([0.0, -0.5 * height * scale + rng.uniform(0.0, 0.12) * size])
+            angle = roll + rng.normal(0, 5)
+        else:
+            anchors = [(landmarks[MOUTH[0]] + landmarks[MOUTH[1]]) / 2, landmarks[CHIN],
+                       landmarks[CHEEKS[0]], landmarks[CHEEKS[1]], landmarks[NOSE_TIP],
+                       landmarks[EYE_OUTER[rng.integers(2)]]]
+            weights = np.array([0.35, 0.2, 0.15, 0.15, 0.1, 0.05])
+            centre = anchors[rng.choice(len(anchors), p=weights)] + rng.normal(0, 0.06 * size, 2)
+            extent = face_width * (rng.uniform(0.5, 1.1) if kind == "hand" else rng.uniform(0.35, 0.9))
+            scale = extent / max(height, width)
+            angle = rng.uniform(-45, 45)
+        rgba[..., :3] = _jitter_colour(rgba[..., :3], rng)
+        return _place(rgba, centre, scale, angle, size)
+
+
+def _pick(rng, weights: dict[str, float]) -> str:
+    names = list(weights)
+    probabilities = np.array([weights[name] for name in names], np.float64)
+    return names[rng.choice(len(names), p=probabilities / probabilities.sum())]
+
+
+def _read_rgba(path: Path):
+    if not path.is_file():
+        return None
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.ndim != 3 or image.shape[2] != 4:
+        return None
+    return image
+
+
+def _trim(rgba: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(rgba[..., 3] > 8)
+    if len(xs) == 0:
+        return rgba
+    return np.ascontiguousarray(rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+
+
+def _load_mask_templates(root: Path) -> list[list[MaskTemplate]]:
+    folder, meta = root / "face_masks", root / "face_masks_meta"
+    config = configparser.ConfigParser()
+    if not (meta / "masks.cfg").is_file():
+        return []
+    config.read(meta / "masks.cfg")
+    sizes = {}
+    if (meta / "original_sizes.csv").is_file():
+        with open(meta / "original_sizes.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                sizes[row["template"]] = (float(row["width_here"]) / float(row["original_width"]),
+                                          float(row["height_here"]) / float(row["original_height"]))
+    templates = {}
+    for section in config.sections():
+        name = f"masktheface_{section}.png"
+        rgba = _read_rgba(folder / name)
+        if rgba is None:
+            continue
+        sx, sy = sizes.get(name, (1.0, 1.0))
+        anchors = np.array([[float(v) for v in config[section][f"mask_{k}"].split(",")]
+                            for k in "abcdef"], np.float64) * [sx, sy]
+        templates[section] = MaskTemplate(rgba, anchors, recolourable=not section.startswith("gas"))
+    sets = []
+    for base in sorted(name for name in templates if not name.endswith(("_left", "_right"))):
+        group = [templates[base]] + [templates[f"{base}_{side}"] for side in ("left", "right")
+                                     if f"{base}_{side}" in templates]
+        sets.append(group)
+    return sets
+
+
+def _recolour(rgb: np.ndarray, textures: list[np.ndarray], rng) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    shade = rgb.mean(axis=2, keepdims=True) / max(float(rgb.mean()), 1.0)
+    if textures and rng.random() < 0.6:
+        texture = textures[rng.integers(len(textures))]
+        reps = (height // texture.shape[0] + 1, width // texture.shape[1] + 1, 1)
+        pattern = np.tile(texture, reps)[:height, :width].astype(np.float32)
+    else:
+        pattern = np.broadcast_to(rng.uniform(20, 235, 3).astype(np.float32), rgb.shape)
+    return np.clip(pattern * np.clip(shade, 0.3, 1.6), 0, 255)
+
+
+def _jitter_colour(rgb: np.ndarray, rng) -> np.ndarray:
+    gain = rng.uniform(0.75, 1.25) * rng.uniform(0.9, 1.1, 3)
+    return np.clip(rgb * gain.astype(np.float32) + rng.uniform(-20, 20), 0, 255)
+
+
+def _place(rgba: np.ndarray, centre, scale: float, angle: float, size: int):
+    """Shrink the cut-out to its final scale (area filter, no aliasing), rotate about its centre
+    and put its centre at ``centre``."""
+    if scale <= 0:
+        return None
+    height, width = rgba.shape[:2]
+    new_w, new_h = max(int(round(width * scale)), 2), max(int(round(height * scale)), 2)
+    small = cv2.resize(rgba, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    matrix = cv2.getRotationMatrix2D((new_w / 2, new_h / 2), angle, 1.0)
+    matrix[:, 2] += np.asarray(centre) - np.array([new_w / 2, new_h / 2])
+    warped = cv2.warpAffine(small, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return warped[..., :3], warped[..., 3] / 255.0
+
+
+def _match_sharpness(face, rgb, alpha, rng):
+    """Blur the occluder as much as the face is blurred, and a little at random."""
+    sharpness = cv2.Laplacian(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY), cv2.CV_32F).var()
+    sigma = (1.2 if sharpness < 60 else 0.7 if sharpness < 200 else 0.3) * rng.uniform(0.5, 1.5)
+    if sigma < 0.35:
+        return rgb, alpha
+    return (cv2.GaussianBlur(rgb, (0, 0), sigma), cv2.GaussianBlur(alpha, (0, 0), sigma))
+
+
+def _shadow(alpha: np.ndarray, size: int, rng) -> np.ndarray:
+    """A soft shadow: the occluder's silhouette shifted down-sideways, blurred, outside it."""
+    shift = rng.uniform(0.01, 0.04, 2) * size * np.array([rng.choice([-1, 1]), 1])
+    matrix = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+    moved = cv2.warpAffine(alpha.astype(np.float32), matrix, (size, size))
+    soft = cv2.GaussianBlur(moved, (0, 0), size * 0.02)
+    return np.clip(soft * (1.0 - alpha), 0, 1) * rng.uniform(0.1, 0.3)
+
+
+# Procedural occluders, drawn at 4x and shrunk for clean edges.
+def _draw_layer(size: int, painter, supersample: int = 4):
+    big = size * supersample
+    rgb = np.zeros((big, big, 3), np.float32)
+    alpha = np.zeros((big, big), np.float32)
+    painter(rgb, alpha, supersample)
+    rgb = cv2.resize(rgb * alpha[..., None], (size, size), interpolation=cv2.INTER_AREA)
+    alpha = cv2.resize(alpha, (size, size), interpolation=cv2.INTER_AREA)
+    rgb = rgb / np.maximum(alpha, 1e-4)[..., None]
+    return rgb, alpha
+
+
+def _cylinder_shading(width: int, rng) -> np.ndarray:
+    x = np.linspace(-1, 1, width)
+    light = rng.uniform(-0.6, 0.6)
+    return (0.55 + 0.45 * np.cos(np.clip(x - light, -1.5, 1.5) * 1.2) + 0.25 * np.exp(-((x - light - 0.3) ** 2) / 0.02)).astype(np.float32)
+
+
+def _rotated_body(rgb, alpha, centre, width, height, angle, colour, rng, shading=True):
+    """Fill a rotated rectangle with a colour shaded like a cylinder across its width."""
+    w, h = max(int(width), 2), max(int(height), 2)
+    patch = np.ones((h, w, 3), np.float32) * np.asarray(colour, np.float32)
+    if shading:
+        patch *= _cylinder_shading(w, rng)[None, :, None]
+    patch += rng.normal(0, 4, patch.shape).astype(np.float32)
+    patch_alpha = np.ones((h, w), np.float32)
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    matrix[:, 2] += np.asarray(centre) - np.array([w / 2, h / 2])
+    size = rgb.shape[0]
+    layer = cv2.warpAffine(patch, matrix, (size, size), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpAffine(patch_alpha, matrix, (size, size), flags=cv2.INTER_LINEAR)
+    rgb[:] = rgb * (1 - mask[..., None]) + layer * mask[..., None]
+    alpha[:] = np.maximum(alpha, mask)
+
+
+def _face_frame(landmarks, size, rng):
+    mouth = (landmarks[MOUTH[0]] + landmarks[MOUTH[1]]) / 2
+    face_width = float(np.linalg.norm(landmarks[CHEEK_UPPER[1]] - landmarks[CHEEK_UPPER[0]]))
+    return mouth, face_width
+
+
+def _microphone(canvas, landmarks, size, rng):
+    mouth, face_width = _face_frame(landmarks, size, rng)
+    radius = face_width * rng.uniform(0.13, 0.22)
+    centre = mouth + rng.normal(0, 0.05 * size, 2) + np.array([0.0, radius * rng.uniform(0.2, 1.0)])
+    angle = rng.uniform(-35, 35)
+    grille = rng.choice([np.array([70, 70, 75]), np.array([160, 160, 165]), np.array([30, 30, 30])])
+    handle_colour = rng.uniform(10, 60, 3)
+
+    def paint(rgb, alpha, k):
+        c, r = centre * k, radius * k
+        direction = np.array([np.sin(np.radians(angle)), np.cos(np.radians(angle))])
+        length = r * rng.uniform(3.0, 6.0)
+        _rotated_body(rgb, alpha, c + direction * (length / 2 + r * 0.6), r * 0.8, length, angle, handle_colour, rng)
+        ball = np.zeros(alpha.shape, np.uint8)
+        cv2.circle(ball, tuple(int(v) for v in c), int(r), 1, -1, cv2.LINE_AA)
+        yy, xx = np.mgrid[0:alpha.shape[0], 0:alpha.shape[1]].astype(np.float32)
+        shade = np.clip(1.15 - 0.6 * np.hypot(xx - c[0] + 0.35 * r, yy - c[1] + 0.35 * r) / r, 0.3, 1.3)
+        period = max(int(r / 4), 2)
+        mesh = 0.75 + 0.25 * (((xx.astype(int) // period) + (yy.astype(int) // period)) % 2)
+        sphere = grille[None, None, :] * (shade * mesh)[..., None]
+        inside = ball.astype(bool)
+        rgb[inside] = sphere[inside]
+        alpha[inside] = 1.0
+    return _draw_layer(size, paint)
+
+
+def _cup(canvas, landmarks, size, rng, bottle=False):
+    mouth, face_width = _face_frame(landmarks, size, rng)
+    width = face_width * (rng.uniform(0.18, 0.3) if bottle else rng.uniform(0.3, 0.5))
+    height = width * (rng.uniform(2.5, 3.5) if bottle else rng.uniform(1.0, 1.5))
+    centre = mouth + np.array([rng.normal(0, 0.06 * size), height * rng.uniform(0.2, 0.5)])
+    angle = rng.uniform(-25, 25) if not bottle else rng.uniform(-60, 60)
+    colour = rng.uniform(20, 240, 3)
+
+    def paint(rgb, alpha, k):
+        _rotated_body(rgb, alpha, centre * k, width * k, height * k, angle, colour, rng)
+        if bottle:
+            direction = np.array([np.sin(np.radians(angle)), -np.cos(np.radians(angle))])
+            _rotated_body(rgb, alpha, (centre + direction * height * 0.6) * k, width * 0.4 * k,
+                          height * 0.3 * k, angle, colour * 0.9, rng)
+        else:
+            side = rng.choice([-1, 1])
+            handle_centre = tuple(int(v) for v in ((centre + np.array([side * width * 0.55, 0])) * k))
+            axes = (int(width * 0.25 * k), int(height * 0.25 * k))
+            mask = np.zeros(alpha.shape, np.uint8)
+            cv2.ellipse(mask, handle_centre, axes, angle, -90 if side > 0 else 90,
+                        90 if side > 0 else 270, 1, max(int(width * 0.08 * k), 2), cv2.LINE_AA)
+            inside = mask.astype(bool) & (alpha < 0.5)
+            rgb[inside] = colour * 0.85
+            alpha[inside] = 1.0
+    return _draw_layer(size, paint)
+
+
+def _bottle(canvas, landmarks, size, rng):
+    return _cup(canvas, landmarks, size, rng, bottle=True)
+
+
+def _phone(canvas, landmarks, size, rng):
+    mouth, face_width = _face_frame(landmarks, size, rng)
+    width = face_width * rng.uniform(0.35, 0.55)
+    height = width * rng.uniform(1.8, 2.1)
+    anchor = landmarks[CHEEKS[rng.integers(2)]] if rng.random() < 0.5 else mouth
+    centre = anchor + rng.normal(0, 0.05 * size, 2)
+    angle = rng.uniform(-40, 40)
+    body = rng.choice([np.array([25, 25, 25]), np.array([200, 200, 205]), rng.uniform(30, 220, 3)])
+
+    def paint(rgb, alpha, k):
+        _rotated_body(rgb, alpha, centre * k, width * k, height * k, angle, body, rng, shading=False)
+        screen = rng.uniform(5, 60, 3) if rng.random() < 0.7 else rng.uniform(60, 255, 3)
+        _rotated_body(rgb, alpha, centre * k, width * 0.88 * k, height * 0.9 * k, angle, screen, rng)
+    return _draw_layer(size, paint)
+
+
+def _hand_shape(canvas, landmarks, size, rng):
+    mouth, face_width = _face_frame(landmarks, size, rng)
+    tones = [np.array([95, 130, 190]), np.array([60, 90, 150]), np.array([45, 60, 95]),
+             np.array([140, 170, 220]), np.array([30, 45, 70])]
+    skin = tones[rng.integers(len(tones))] * rng.uniform(0.85, 1.15)
+    palm_w = face_width * rng.uniform(0.35, 0.5)
+    palm_h = palm_w * rng.uniform(1.0, 1.3)
+    anchor = [mouth, landmarks[CHIN], landmarks[CHEEKS[0]], landmarks[CHEEKS[1]]][rng.integers(4)]
+    centre = anchor + rng.normal(0, 0.05 * size, 2) + np.array([0, palm_h * 0.5])
+    angle = rng.uniform(-50, 50)
+
+    def paint(rgb, alpha, k):
+        _rotated_body(rgb, alpha, centre * k, palm_w * k, palm_h * k, angle, skin, rng)
+        direction = np.array([np.sin(np.radians(angle)), -np.cos(np.radians(angle))])
+        across = np.array([direction[1], -direction[0]])
+        for finger in range(4):
+            length = palm_h * rng.uniform(0.7, 1.0) * (0.8 if finger in (0, 3) else 1.0)
+            offset = (finger - 1.5) * palm_w * 0.24
+            spread = angle + (finger - 1.5) * rng.uniform(0, 8)
+            base = centre - direction * palm_h * 0.5 + across * offset
+            _rotated_body(rgb, alpha, (base - direction * length * 0.45) * k, palm_w * 0.21 * k,
+                          length * k, spread, skin * rng.uniform(0.9, 1.05), rng)
+        thumb_side = rng.choice([-1, 1])
+        _rotated_body(rgb, alpha, (centre + across * thumb_side * palm_w * 0.6) * k, palm_w * 0.24 * k,
+                      palm_h * 0.7 * k, angle + thumb_side * 35, skin, rng)
+    return _draw_layer(size, paint)
+
+
+def _scarf(canvas, landmarks, size, rng):
+    mouth, face_width = _face_frame(landmarks, size, rng)
+    top = float(rng.uniform(landmarks[NOSE_TIP][1], mouth[1] + 0.05 * size))
+    colour = rng.uniform(20, 230, 3)
+
+    def paint(rgb, alpha, k):
+        big = alpha.shape[0]
+        wave = (np.sin(np.linspace(0, rng.uniform(2, 6), big) + rng.uniform(0, 6)) * 0.02 * big).astype(int)
+        yy = np.arange(big)[:, None]
+        band = (yy >= (top * k + wave[None, :])).astype(np.float32)
+        stripes = 0.8 + 0.2 * np.sin(yy / (rng.uniform(2, 6) * k) + np.arange(big)[None, :] * rng.uniform(0, 0.05))
+        rgb[:] = colour[None, None, :] * stripes[..., None]
+        alpha[:] = band
+    return _draw_layer(size, paint)
+
+
+PROCEDURAL = {
+    "microphone": _microphone,
+    "cup": _cup,
+    "bottle": _bottle,
+    "phone": _phone,
+    "hand_shape": _hand_shape,
+    "scarf": _scarf,
+}
