@@ -117,7 +117,7 @@ def run(config: SynthConfig) -> dict:
         for _key, status in progress(pool.imap_unordered(_process, items, chunksize=16),
                                      total=len(items), desc="synth"):
             counts[status] += 1
-    summary = {"config": asdict(config), "faces": len(items), "counts": counts,
+    summary = {"config": {**asdict(config), "occluders": str(Path(config.occluders).resolve())}, "faces": len(items), "counts": counts,
                "skipped": counts["no_face"] + counts["too_small"] + counts["unreadable"]}
     atomic_write_bytes(Path(config.out) / "summary.json", json.dumps(summary, indent=2).encode())
     return summary

@@ -1,0 +1,117 @@
+"""`deocc-train eval`: the test split scored for three rows in one table (the occluded input
+unchanged, OpenCV Telea inpainting given the TRUE mask, our model), written as JSON, Markdown
+and a PNG grid (occluded input / ours / truth / Telea)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from trainer.configs import EvalConfig
+from trainer.metrics import image_metrics, mask_iou
+from trainer.pairs import list_pairs, read_pair
+from trainer.util import atomic_write_bytes, progress
+
+ROWS = ("input", "telea", "ours")
+COLUMNS = ("mse", "psnr", "ssim", "hole_mse", "hole_psnr", "hole_ssim")
+
+
+def load_model(path: str | Path):
+    """A callable RGB float batch [N, 3, S, S] in [-1, 1] -> (restored, occlusion) numpy, and
+    its crop size. Accepts our checkpoints and any model file our engines load."""
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        import torch
+
+        from trainer import checkpoint
+
+        state = checkpoint.load(path)
+        generator = checkpoint.generator_from(state)
+
+        def run(batch: np.ndarray):
+            with torch.no_grad():
+                restored, occlusion = generator(torch.from_numpy(batch))
+            return restored.numpy(), occlusion.numpy()
+
+        return run, int(state["model"]["size"])
+    from engines import open_engine
+
+    engine = open_engine(path)
+    return engine.infer, engine.spec.crop_size
+
+
+def _to_input(images_bgr: list[np.ndarray]) -> np.ndarray:
+    batch = np.stack([img[..., ::-1] for img in images_bgr]).astype(np.float32) / 127.5 - 1.0
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+
+def _to_bgr01(batch_rgb: np.ndarray) -> np.ndarray:
+    return np.clip((batch_rgb.transpose(0, 2, 3, 1)[..., ::-1] + 1) / 2, 0, 1)
+
+
+def markdown_table(summary: dict) -> str:
+    header = "| method | MSE | PSNR (dB) | SSIM | covered MSE | covered PSNR (dB) | covered SSIM | mask IoU |"
+    lines = [header, "|" + "---|" * 8]
+    names = {"input": "occluded input (unchanged)", "telea": "OpenCV Telea, given the true mask", "ours": "deocc-live generator"}
+    for row in ROWS:
+        values = summary[row]
+        iou = f"{values['iou']:.3f}" if "iou" in values else "n/a"
+        lines.append(f"| {names[row]} | {values['mse']:.5f} | {values['psnr']:.2f} | {values['ssim']:.4f} | "
+                     f"{values['hole_mse']:.5f} | {values['hole_psnr']:.2f} | {values['hole_ssim']:.4f} | {iou} |")
+    return "\n".join(lines)
+
+
+def run(config: EvalConfig) -> dict:
+    model, size = load_model(config.model)
+    pairs = list_pairs(config.data, config.split)
+    if config.limit:
+        pairs = pairs[: config.limit]
+    if not pairs:
+        raise FileNotFoundError(f"no {config.split} pairs under {config.data}")
+    scores = {row: [] for row in ROWS}
+    ious, grid_rows, skipped = [], [], 0
+    for start in progress(range(0, len(pairs), config.batch), desc="eval"):
+        loaded = [read_pair(p, size) for p in pairs[start:start + config.batch]]
+        skipped += sum(item is None for item in loaded)
+        loaded = [item for item in loaded if item is not None]
+        if not loaded:
+            continue
+        occluded, clean, masks = zip(*loaded)
+        restored, occlusion = model(_to_input(list(occluded)))
+        restored_bgr = _to_bgr01(restored)
+        for i in range(len(loaded)):
+            truth = clean[i].astype(np.float64) / 255
+            covered = masks[i] > 127
+            if not covered.any():
+                continue
+            source = occluded[i].astype(np.float64) / 255
+            telea = cv2.inpaint(occluded[i], covered.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA).astype(np.float64) / 255
+            alpha = occlusion[i, 0][..., None].astype(np.float64)
+            ours = alpha * restored_bgr[i] + (1 - alpha) * source
+            for row, prediction in zip(ROWS, (source, telea, ours)):
+                scores[row].append(image_metrics(prediction, truth, covered))
+            ious.append(mask_iou(occlusion[i, 0] > 0.5, covered))
+            if len(grid_rows) < config.grid:
+                tiles = [occluded[i], (ours * 255 + 0.5).astype(np.uint8), clean[i], (telea * 255 + 0.5).astype(np.uint8)]
+                grid_rows.append(np.hstack(tiles))
+    summary = {row: {k: float(np.mean([s[k] for s in scores[row]])) for k in COLUMNS} for row in ROWS}
+    summary["ours"]["iou"] = float(np.mean(ious))
+    report = {
+        "model": str(config.model), "data": str(config.data), "split": config.split,
+        "images": len(scores["ours"]), "skipped": skipped, "crop_size": size, "metrics": summary,
+        "gain_over_telea_db": {"psnr": summary["ours"]["psnr"] - summary["telea"]["psnr"],
+                               "hole_psnr": summary["ours"]["hole_psnr"] - summary["telea"]["hole_psnr"]},
+    }
+    report["markdown"] = markdown_table(summary)
+    out = Path(config.out) if config.out else Path(config.model).with_suffix("")
+    out = out if config.out else out.parent / "eval"
+    atomic_write_bytes(out / "eval.json", json.dumps(report, indent=2).encode())
+    atomic_write_bytes(out / "eval.md", (report["markdown"] + "\n").encode())
+    if grid_rows:
+        ok, data = cv2.imencode(".png", np.vstack(grid_rows))
+        if ok:
+            atomic_write_bytes(out / "eval_grid.png", data.tobytes())
+    report["out"] = str(out)
+    return report
