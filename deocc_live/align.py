@@ -109,3 +109,17 @@ def crop_box(inverse: np.ndarray, size: int, frame_shape: tuple[int, ...], margi
     if x1 <= x0 or y1 <= y0:
         return None
     return x0, y0, x1, y1
+
+
+class AlignStage:
+    """Each face's crop matrix, its inverse and the aligned crop."""
+
+    def __init__(self, crop_size: int):
+        self.crop_size = crop_size
+
+    def __call__(self, frame: Frame) -> Frame:
+        for face in frame.faces:
+            face.matrix = crop_matrix(face.landmarks, self.crop_size)
+            face.inverse = invert(face.matrix)
+            face.crop = warp_crop(frame.image, face.matrix, self.crop_size)
+        return frame

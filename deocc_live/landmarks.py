@@ -12,10 +12,13 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 class FaceLandmarks:
     """FaceLandmarker in IMAGE mode (``video=False``, still pictures) or VIDEO mode (a stream
-    with monotonic millisecond timestamps). Results come back by return value."""
+    with monotonic millisecond timestamps). Results come back by return value.
+
+    The confidence floors are lower than MediaPipe's defaults (0.5): covered faces score lower,
+    and on 20 face-free frames no face was reported at these floors either."""
 
     def __init__(self, model_path: str | Path, max_faces: int = 1, video: bool = False,
-                 min_confidence: float = 0.5):
+                 min_detection: float = 0.2, min_presence: float = 0.3):
         from mediapipe.tasks.python.core.base_options import BaseOptions
         from mediapipe.tasks.python.vision import FaceLandmarker, FaceLandmarkerOptions, RunningMode
 
@@ -23,9 +26,9 @@ class FaceLandmarks:
             base_options=BaseOptions(model_asset_path=str(model_path)),
             running_mode=RunningMode.VIDEO if video else RunningMode.IMAGE,
             num_faces=max_faces,
-            min_face_detection_confidence=min_confidence,
-            min_face_presence_confidence=min_confidence,
-            min_tracking_confidence=min_confidence,
+            min_face_detection_confidence=min_detection,
+            min_face_presence_confidence=min_presence,
+            min_tracking_confidence=min_presence,
         )
         self._landmarker = FaceLandmarker.create_from_options(options)
         self._video = video

@@ -1,0 +1,33 @@
+"""Where the shipped generator lives: the repository's assets/ folder (source checkouts and
+editable installs) or share/deocc-live/assets under the install prefix."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_GENERATOR = "deocc_gen.onnx"
+
+
+def asset_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("DEOCC_ASSETS"):
+        dirs.append(Path(os.environ["DEOCC_ASSETS"]))
+    dirs.append(Path(__file__).resolve().parent.parent / "assets")
+    dirs.append(Path(sys.prefix) / "share" / "deocc-live" / "assets")
+    return dirs
+
+
+def find_asset(name: str) -> Path | None:
+    for folder in asset_dirs():
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def default_generator() -> Path:
+    path = find_asset(DEFAULT_GENERATOR)
+    if path is None:
+        raise FileNotFoundError(f"the shipped generator {DEFAULT_GENERATOR} is missing from "
+                                f"{', '.join(str(d) for d in asset_dirs())}; reinstall, or pass --engine FILE")
+    return path

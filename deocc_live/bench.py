@@ -1,0 +1,215 @@
+"""`deocc-live bench`: end-to-end frame rate and latency, per-stage times, temporal flicker and
+MediaPipe-tracking-alone frame rate, on a given video or one made from a face picture."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from deocc_live.cli import add_common, guarded, open_engine_for, parse_size
+
+STAGES = ("capture", "track", "align", "generate", "smooth", "blend", "output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deocc-live bench", description=__doc__)
+    parser.add_argument("--input", help="video with a face (default: one made from --face)")
+    parser.add_argument("--face", help="face picture to build the default video from "
+                        "(default: the first of $DEOCC_DATA/faces/utkface or ../shared/data/faces/utkface)")
+    parser.add_argument("--frames", type=int, default=300, help="frames to time (default 300)")
+    parser.add_argument("--size", type=parse_size, default=(1280, 720), help="frame size of the made video (default 1280x720)")
+    parser.add_argument("--fps", type=float, default=30.0, help="camera rate for the latency run (default 30)")
+    add_common(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def default_face() -> Path:
+    roots = [Path(os.environ["DEOCC_DATA"])] if os.environ.get("DEOCC_DATA") else []
+    roots += [Path("../shared/data"), Path(__file__).resolve().parents[2] / "shared" / "data"]
+    for root in roots:
+        faces = sorted((root / "faces" / "utkface").glob("*.jpg"))
+        if faces:
+            return faces[0]
+    raise FileNotFoundError("no face picture for the benchmark video: pass --input VIDEO or --face PICTURE")
+
+
+def make_frames(face_path: Path, size: tuple[int, int], count: int, landmarker: Path) -> list[np.ndarray]:
+    """A clip of an occluded face: still for the first half (with sensor noise), then moving."""
+    from deocc_live.landmarks import FaceLandmarks
+
+    face = cv2.imread(str(face_path))
+    if face is None:
+        raise FileNotFoundError(f"cannot read face picture {face_path}")
+    width, height = size
+    scale = 0.55 * height / face.shape[0]
+    big = cv2.resize(face, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    backdrop = np.stack([60 + 80 * xx / width, 90 + 60 * yy / height, 140 - 50 * xx / width], axis=2).astype(np.uint8)
+    with FaceLandmarks(landmarker) as finder:
+        frames, rng = [], np.random.default_rng(0)
+        for index in range(count):
+            moving = max(0, index - count // 2)
+            dx = int(width * 0.15 * np.sin(moving / 12.0))
+            frame = backdrop.copy()
+            h, w = big.shape[:2]
+            x0, y0 = (width - w) // 2 + dx, (height - h) // 2
+            frame[y0:y0 + h, x0:x0 + w] = big
+            if index == 0 or moving:
+                found = finder.detect(frame)
+                if len(found) == 0:
+                    raise RuntimeError(f"no face found in {face_path}")
+                outline = found[0][[93, 132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 323, 6]]
+            cv2.fillPoly(frame, [outline.astype(np.int32)], (200, 170, 120), cv2.LINE_AA)
+            noise = rng.normal(0, 2.0, frame.shape)
+            frames.append(np.clip(frame + noise, 0, 255).astype(np.uint8))
+    return frames
+
+
+def load_frames(path: Path, count: int) -> list[np.ndarray]:
+    from deocc_live.capture import VideoSource
+
+    frames = []
+    with VideoSource(path) as source:
+        for frame in source.frames():
+            frames.append(frame.image)
+            if len(frames) >= count:
+                break
+    return frames
+
+
+def percentiles(values) -> dict[str, float]:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return {"median": float("nan"), "p95": float("nan")}
+    return {"median": round(float(np.median(values)), 2), "p95": round(float(np.percentile(values, 95)), 2)}
+
+
+def run_pipeline(frames, engine, landmarker, paced: bool, fps: float, smoothing: float = 0.6, max_faces: int = 1):
+    from deocc_live.capture import MemorySource
+    from deocc_live.pipeline import Pipeline, PipelineOptions
+
+    records = []
+    source = MemorySource(frames, fps=fps, paced=paced)
+    options = PipelineOptions(max_faces=max_faces, smoothing=smoothing, landmark_smoothing=smoothing > 0)
+    pipeline = Pipeline(source, engine, landmarker, [], options,
+                        on_frame=lambda f: records.append((dict(f.timings), f.output, [face.landmarks for face in f.faces])))
+    start = time.perf_counter()
+    with pipeline:
+        pipeline.wait()
+    wall = time.perf_counter() - start
+    return records, wall
+
+
+def tracking_only(frames, landmarker, max_faces: int = 1) -> float:
+    from deocc_live.landmarks import FaceLandmarks
+
+    with FaceLandmarks(landmarker, max_faces=max_faces, video=True) as finder:
+        start = time.perf_counter()
+        for index, frame in enumerate(frames):
+            finder.detect(frame, index * 33)
+        return len(frames) / (time.perf_counter() - start)
+
+
+def flicker(records, still_count: int) -> float:
+    """Mean absolute change between consecutive output frames inside the face, on the still part."""
+    outputs = [r[1] for r in records[:still_count] if r[2]]
+    if len(outputs) < 3:
+        return float("nan")
+    landmarks = records[0][2][0]
+    x0, y0 = np.floor(landmarks.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(landmarks.max(axis=0)).astype(int)
+    x0, y0 = max(x0, 0), max(y0, 0)
+    crops = [o[y0:y1, x0:x1].astype(np.float32) for o in outputs[2:]]
+    return round(float(np.mean([np.abs(a - b).mean() for a, b in zip(crops, crops[1:])])), 3)
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
+
+
+def run(args) -> int:
+    from deocc_live.landmark_model import resolve
+
+    landmarker = resolve(args.landmarker)
+    if args.input:
+        frames = load_frames(Path(args.input), args.frames)
+    else:
+        frames = make_frames(Path(args.face) if args.face else default_face(), args.size, args.frames, landmarker)
+    if len(frames) < 10:
+        raise ValueError(f"need at least 10 frames, got {len(frames)}")
+    engine = open_engine_for(args)
+    try:
+        spec = engine.spec
+        crop = np.zeros((1, 3, spec.crop_size, spec.crop_size), np.float32)
+        for _ in range(5):
+            engine.infer(crop)
+        records, wall = run_pipeline(frames, engine, landmarker, paced=False, fps=args.fps, max_faces=args.max_faces)
+        latency_records, _ = run_pipeline(frames, engine, landmarker, paced=True, fps=args.fps, max_faces=args.max_faces)
+        still = len(frames) // 2 if not args.input else len(frames)
+        raw_records, _ = run_pipeline(frames[:still], engine, landmarker, paced=False, fps=args.fps, smoothing=0.0,
+                                      max_faces=args.max_faces)
+        tracking_fps = tracking_only(frames, landmarker, args.max_faces)
+    finally:
+        engine.close()
+    end_to_end_fps = len(records) / wall
+    result = {
+        "frames": len(records),
+        "frame_size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
+        "faces_found": round(float(np.mean([len(r[2]) > 0 for r in records])), 3),
+        "end_to_end_fps": round(end_to_end_fps, 2),
+        "tracking_only_fps": round(tracking_fps, 2),
+        "ratio_to_tracking": round(end_to_end_fps / tracking_fps, 3),
+        "latency_ms": percentiles([r[0]["end_to_end"] for r in latency_records]),
+        "latency_run": {"camera_fps": args.fps, "frames_shown": len(latency_records), "frames_sent": len(frames)},
+        "stages_ms": {stage: percentiles([r[0].get(stage, 0.0) for r in records]) for stage in STAGES},
+        "flicker": {"smoothed": flicker(records, still), "unsmoothed": flicker(raw_records, still)},
+        "engine": {"backend": spec.backend, "path": spec.path, "precision": spec.precision, "device": spec.device,
+                   "crop_size": spec.crop_size},
+        "machine": machine(),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
+    return 0
+
+
+def print_table(result: dict) -> None:
+    print(f"frames {result['frames']} at {result['frame_size']}, face found in {result['faces_found']:.0%}")
+    print(f"end to end     {result['end_to_end_fps']:7.1f} FPS")
+    print(f"tracking alone {result['tracking_only_fps']:7.1f} FPS   (ratio {result['ratio_to_tracking']:.2f})")
+    latency = result["latency_ms"]
+    print(f"latency at {result['latency_run']['camera_fps']:.0f} FPS camera: median {latency['median']} ms, p95 {latency['p95']} ms")
+    print("stage          median ms   p95 ms")
+    for stage, values in result["stages_ms"].items():
+        print(f"  {stage:12s} {values['median']:9.2f} {values['p95']:8.2f}")
+    print(f"flicker (mean abs change on a still face): smoothed {result['flicker']['smoothed']}, "
+          f"unsmoothed {result['flicker']['unsmoothed']}")
+    engine = result["engine"]
+    print(f"engine {engine['backend']} {engine['precision']} on {engine['device']}: {engine['path']}")
+    print(f"machine {result['machine']['cpu']}, {result['machine']['cores']} cores")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Blend stage: each face's restored crop warped back into the frame, inside the face's box only,
+feathered by its occlusion mask and colour matched to the visible face. Pixels that were not
+covered stay the camera's."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from deocc_live import align
+from deocc_live.frame import Frame
+
+MASK_FLOOR = 0.04  # occlusion below this counts as "not covered": those pixels stay untouched
+
+
+def edge_fade(size: int, width: float = 0.06) -> np.ndarray:
+    """1 inside the crop, falling to 0 at its edges, so no seam shows where the crop ends."""
+    ramp = np.clip(np.minimum(np.arange(size), np.arange(size)[::-1]) / max(width * size, 1.0), 0, 1)
+    return np.minimum(ramp[:, None], ramp[None, :]).astype(np.float32)
+
+
+class BlendStage:
+    def __init__(self, feather: float = 0.015, colour_match: bool = True, show_mask: bool = False):
+        self.feather = feather            # blur of the mask, in crop widths
+        self.colour_match = colour_match
+        self.show_mask = show_mask
+        self._fade: dict[int, np.ndarray] = {}
+
+    def mask_for(self, occlusion: np.ndarray) -> np.ndarray:
+        size = occlusion.shape[0]
+        mask = occlusion
+        if self.feather > 0:
+            mask = cv2.GaussianBlur(mask, (0, 0), self.feather * size)
+        mask = np.clip((mask - MASK_FLOOR) / (1 - MASK_FLOOR), 0, 1)
+        fade = self._fade.get(size)
+        if fade is None:
+            fade = self._fade[size] = edge_fade(size)
+        return mask * fade
+
+    def __call__(self, frame: Frame, enabled: bool = True) -> Frame:
+        output = frame.image
+        if enabled:
+            output = frame.image.copy()
+            for face in frame.faces:
+                if face.restored is not None and face.inverse is not None:
+                    self._blend_face(output, face)
+        frame.output = output
+        return frame
+
+    def _blend_face(self, output: np.ndarray, face) -> None:
+        size = face.restored.shape[0]
+        mask = self.mask_for(face.occlusion)
+        restored = face.restored
+        if self.colour_match and face.crop is not None:
+            visible = (face.occlusion < 0.2) & (self._fade[size] > 0.99)
+            if visible.sum() > 0.05 * size * size:
+                crop = face.crop.astype(np.float32) * (1 / 255)
+                shift = crop[visible].mean(axis=0) - restored[visible].mean(axis=0)
+                restored = restored + np.clip(shift, -0.15, 0.15)
+        box = align.crop_box(face.inverse, size, output.shape)
+        if box is None:
+            return
+        x0, y0, x1, y1 = box
+        matrix = face.inverse.copy()
+        matrix[:, 2] -= (x0, y0)
+        width, height = x1 - x0, y1 - y0
+        warped = cv2.warpAffine(restored, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpAffine(mask, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        if self.show_mask:
+            warped = warped * 0.5 + np.array([0, 0, 1.0], np.float32) * 0.5
+            alpha = np.maximum(alpha, (alpha > 0.01) * 0.5)
+        region = output[y0:y1, x0:x1]
+        alpha3 = alpha[..., None]
+        blended = region.astype(np.float32) * (1 - alpha3) + warped * (255.0 * alpha3)
+        np.copyto(region, np.clip(blended + 0.5, 0, 255).astype(np.uint8), where=alpha3 > 0)

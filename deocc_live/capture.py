@@ -1,0 +1,242 @@
+"""Capture stage: frames from a webcam, a video file, an image file or a folder of images."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from deocc_live.frame import Frame
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+
+
+class SourceError(RuntimeError):
+    """An input that cannot be opened or read."""
+
+
+def now_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+def to_bgr8(image: np.ndarray) -> np.ndarray:
+    """Any picture OpenCV reads (grey, BGRA, 16-bit, float) as BGR uint8."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image[..., 0], cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(image)
+
+
+def read_image(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise SourceError(f"input not found: {path}")
+    if path.stat().st_size == 0:
+        raise SourceError(f"input is empty: {path}")
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise SourceError(f"cannot read image: {path}")
+    return to_bgr8(image)
+
+
+class Source:
+    """Iterates Frames; ``live`` sources may drop frames, file sources never do."""
+
+    live = False
+    fps: float = 30.0
+    size: tuple[int, int] = (0, 0)
+    frame_count: int | None = None
+
+    def frames(self):
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class CameraSource(Source):
+    """An OpenCV camera, reopened with back-off when it disappears; while it is gone the last
+    frame is not repeated: the pipeline simply receives nothing."""
+
+    live = True
+
+    def __init__(self, index: int = 0, size: tuple[int, int] | None = None, fps: float | None = None,
+                 reconnect: bool = True):
+        self.index, self.requested_size, self.requested_fps = index, size, fps
+        self.reconnect = reconnect
+        self._capture = self._open()
+        if self._capture is None:
+            raise SourceError(f"cannot open camera {index} (is it connected and free? try --camera N)")
+        self._closed = False
+
+    def _open(self):
+        capture = cv2.VideoCapture(self.index)
+        if not capture.isOpened():
+            capture.release()
+            return None
+        if self.requested_size:
+            capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.requested_size[0])
+            capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.requested_size[1])
+        if self.requested_fps:
+            capture.set(cv2.CAP_PROP_FPS, self.requested_fps)
+        ok, image = capture.read()
+        if not ok:
+            capture.release()
+            return None
+        self.size = (image.shape[1], image.shape[0])
+        self.fps = capture.get(cv2.CAP_PROP_FPS) or self.requested_fps or 30.0
+        return capture
+
+    def frames(self):
+        index, backoff = 0, 0.25
+        while not self._closed:
+            ok, image = self._capture.read() if self._capture is not None else (False, None)
+            if ok:
+                backoff = 0.25
+                yield Frame(image=to_bgr8(image), index=index, time_ms=now_ms())
+                index += 1
+                continue
+            if not self.reconnect:
+                return
+            if self._capture is not None:
+                self._capture.release()
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 4.0)
+            self._capture = self._open()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+class VideoSource(Source):
+    def __init__(self, path: Path, loop: bool = False):
+        if not path.is_file():
+            raise SourceError(f"input not found: {path}")
+        if path.stat().st_size == 0:
+            raise SourceError(f"input is empty: {path}")
+        self.path, self.loop = path, loop
+        self._capture = cv2.VideoCapture(str(path))
+        ok, first = self._capture.read() if self._capture.isOpened() else (False, None)
+        if not ok:
+            self._capture.release()
+            raise SourceError(f"cannot read video: {path} (not a video, or a codec OpenCV lacks)")
+        self._first = to_bgr8(first)
+        self.size = (first.shape[1], first.shape[0])
+        fps = self._capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and 1 <= fps <= 240 else 30.0
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frame_count = count if count > 0 else None
+
+    def frames(self):
+        index, pending = 0, self._first
+        while True:
+            while pending is not None:
+                yield Frame(image=pending, index=index, time_ms=index * 1000.0 / self.fps, source_name=self.path.name)
+                index += 1
+                ok, image = self._capture.read()
+                pending = to_bgr8(image) if ok else None
+            if not self.loop:
+                return
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self._capture.read()
+            if not ok:
+                return
+            pending = to_bgr8(image)
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+class ImageSource(Source):
+    def __init__(self, paths: list[Path], root: Path | None = None):
+        self.paths, self.root = paths, root
+        self.failed: list[tuple[Path, str]] = []
+        self.frame_count = len(paths)
+        self.fps = 30.0
+        if len(paths) == 1:
+            image = read_image(paths[0])  # a single bad image is an error at start
+            self.size = (image.shape[1], image.shape[0])
+            self._first = image
+        else:
+            self._first = None
+
+    def frames(self):
+        for index, path in enumerate(self.paths):
+            if index == 0 and self._first is not None:
+                image = self._first
+            else:
+                try:
+                    image = read_image(path)
+                except SourceError as error:
+                    self.failed.append((path, str(error)))
+                    continue
+            name = str(path.relative_to(self.root)) if self.root else path.name
+            yield Frame(image=image, index=index, time_ms=index * 1000.0 / self.fps, source_name=name)
+
+
+def open_source(spec: str | int | None, size=None, fps=None, loop: bool = False) -> Source:
+    """A camera index (int or digits), a video file, an image file or a folder of images."""
+    if spec is None or isinstance(spec, int) or str(spec).isdigit():
+        return CameraSource(int(spec or 0), size=size, fps=fps)
+    path = Path(spec)
+    if path.is_dir():
+        images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise SourceError(f"no images in folder: {path}")
+        return ImageSource(images, root=path)
+    if not path.exists():
+        raise SourceError(f"input not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return ImageSource([path])
+    if suffix in VIDEO_SUFFIXES:
+        return VideoSource(path, loop=loop)
+    raise SourceError(f"unsupported input type '{suffix}': {path} (images: {', '.join(sorted(IMAGE_SUFFIXES))}; "
+                      f"videos: {', '.join(sorted(VIDEO_SUFFIXES))})")
+
+
+class MemorySource(Source):
+    """Frames held in memory (benchmarks, tests). ``paced`` releases them at ``fps`` in real time
+    and behaves like a camera (live: frames may be dropped)."""
+
+    def __init__(self, images: list[np.ndarray], fps: float = 30.0, paced: bool = False, repeat: int = 1):
+        if not images:
+            raise SourceError("no frames")
+        self.images, self.fps, self.live, self.repeat = images, fps, paced, repeat
+        self.size = (images[0].shape[1], images[0].shape[0])
+        self.frame_count = len(images) * repeat
+        self._closed = False
+
+    def frames(self):
+        start = time.monotonic()
+        for index in range(self.frame_count):
+            if self._closed:
+                return
+            if self.live:
+                delay = start + index / self.fps - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            image = self.images[index % len(self.images)]
+            yield Frame(image=image, index=index, time_ms=now_ms() if self.live else index * 1000.0 / self.fps)
+
+    def close(self) -> None:
+        self._closed = True

@@ -1,0 +1,183 @@
+"""Output stage: the virtual camera "Deocc Camera", video and image files, folders.
+
+Files are written to a temporary name beside the target and renamed when complete, so an
+interrupted run never leaves a half-written file and an earlier file stays intact."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from deocc_live.capture import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+CAMERA_LABEL = "Deocc Camera"
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP80"}
+
+
+class OutputError(RuntimeError):
+    """An output that cannot be opened or written."""
+
+
+def how_to_create_camera() -> str:
+    if sys.platform.startswith("linux"):
+        return ('no virtual camera named "Deocc Camera": create it with '
+                '`sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label="Deocc Camera"` '
+                "(package v4l2loopback-dkms), then run again")
+    if sys.platform == "darwin":
+        return ("no virtual camera: install OBS Studio (28 or newer), click 'Start Virtual Camera' once "
+                "so macOS approves its camera extension, then run again")
+    return ("no virtual camera: install OBS Studio (26 or newer, it ships 'OBS Virtual Camera') "
+            "or Unity Capture, then run again")
+
+
+def _check_writable(path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"cannot write to {folder} (permission denied)")
+
+
+def _partial_name(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def _atomic_image(path: Path, image: np.ndarray) -> None:
+    partial = _partial_name(path)
+    ok, data = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise OutputError(f"cannot encode {path.suffix} image")
+    try:
+        with open(partial, "wb") as handle:
+            handle.write(data.tobytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+class Output:
+    def write(self, frame) -> None:
+        raise NotImplementedError
+
+    def close(self, complete: bool = True) -> None:
+        pass
+
+
+class VideoFileOutput(Output):
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        suffix = path.suffix.lower()
+        if suffix not in VIDEO_SUFFIXES:
+            raise OutputError(f"unsupported video output '{suffix}' (use .mp4, .avi, .mov or .mkv)")
+        _check_writable(path)
+        self.path, self.size = path, size
+        self.partial = _partial_name(path)
+        self._writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*FOURCC.get(suffix, "mp4v")), fps, size)
+        if not self._writer.isOpened():
+            self.partial.unlink(missing_ok=True)
+            raise OutputError(f"cannot open video writer for {path}")
+        self.frames = 0
+
+    def write(self, frame) -> None:
+        image = frame.output
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self, complete: bool = True) -> None:
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        if complete and self.frames and self.partial.is_file() and self.partial.stat().st_size > 0:
+            os.replace(self.partial, self.path)
+        else:
+            self.partial.unlink(missing_ok=True)
+
+
+class ImageFileOutput(Output):
+    def __init__(self, path: Path):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise OutputError(f"unsupported image output '{path.suffix}'")
+        _check_writable(path)
+        self.path = path
+
+    def write(self, frame) -> None:
+        _atomic_image(self.path, frame.output)
+
+
+class FolderOutput(Output):
+    def __init__(self, path: Path):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"cannot create output folder {path}: {error.strerror or error}") from None
+        if not os.access(path, os.W_OK):
+            raise OutputError(f"cannot write to {path} (permission denied)")
+        self.path = path
+
+    def write(self, frame) -> None:
+        target = self.path / frame.source_name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_image(target, frame.output)
+
+
+def find_v4l2_device(label: str = CAMERA_LABEL, sysfs: Path = Path("/sys/class/video4linux")) -> str | None:
+    """The /dev/videoN whose v4l2 name is ``label`` (v4l2loopback's card_label)."""
+    if not sysfs.is_dir():
+        return None
+    for entry in sorted(sysfs.iterdir()):
+        try:
+            name = (entry / "name").read_text().strip()
+        except OSError:
+            continue
+        if name == label:
+            return f"/dev/{entry.name}"
+    return None
+
+
+class VirtualCameraOutput(Output):
+    """Frames to "Deocc Camera" through pyvirtualcam, at a size and rate fixed for the session."""
+
+    def __init__(self, size: tuple[int, int], fps: float, backend: str | None = None, device: str | None = None):
+        import pyvirtualcam
+
+        self.size = size
+        if backend is None and device is None and sys.platform.startswith("linux"):
+            device = find_v4l2_device()
+            if device is None:
+                raise OutputError(how_to_create_camera())
+        try:
+            self._camera = pyvirtualcam.Camera(width=size[0], height=size[1], fps=fps,
+                                               fmt=pyvirtualcam.PixelFormat.BGR, backend=backend, device=device)
+        except (RuntimeError, ValueError) as error:
+            raise OutputError(f"{how_to_create_camera()} ({str(error).splitlines()[0]})") from None
+        self.device = self._camera.device
+        self.backend = self._camera.backend
+
+    def write(self, frame) -> None:
+        image = frame.output
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self._camera.send(image)
+
+    def close(self, complete: bool = True) -> None:
+        camera, self._camera = getattr(self, "_camera", None), None
+        if camera is not None:
+            camera.close()
+
+
+def open_file_output(path: str | Path, source) -> Output:
+    """A video, image or folder output matching what the source is."""
+    path = Path(path)
+    from deocc_live.capture import ImageSource
+
+    if isinstance(source, ImageSource):
+        return FolderOutput(path) if source.root else ImageFileOutput(path)
+    return VideoFileOutput(path, source.fps, source.size)

@@ -1,0 +1,277 @@
+"""The pipeline: capture -> track+align -> generate+smooth+blend -> outputs, on their own
+threads joined by small queues. Live sources drop the oldest frame when a stage falls behind
+(lower frame rate, never growing latency); file sources never drop a frame.
+
+The headless command, the GUI and the benchmark all run this one class."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from deocc_live.align import AlignStage
+from deocc_live.blend import BlendStage
+from deocc_live.capture import now_ms
+from deocc_live.frame import Frame
+from deocc_live.generate import GenerateStage
+from deocc_live.smooth import SmoothStage
+from deocc_live.track import TrackStage
+
+_END = object()
+
+
+class DropOldestQueue:
+    """A bounded queue; ``put`` on a full queue drops the oldest item (live) or waits (files)."""
+
+    def __init__(self, maxsize: int = 2, drop: bool = True):
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.drop = drop
+        self.dropped = 0
+
+    def put(self, item, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                if self.drop and item is not _END:
+                    try:
+                        self._queue.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+        return False
+
+    def get(self, stop: threading.Event):
+        while not stop.is_set():
+            try:
+                return self._queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        return _END
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+
+@dataclass
+class PipelineOptions:
+    max_faces: int = 1
+    enabled: bool = True
+    smoothing: float = 0.6
+    landmark_smoothing: bool = True
+    feather: float = 0.015
+    show_mask: bool = False
+    queue_size: int = 2
+
+
+class RollingStats:
+    """Per-stage timings and frame rate over the last frames."""
+
+    def __init__(self, window: int = 120):
+        self._lock = threading.Lock()
+        self._timings: dict[str, deque] = {}
+        self._done: deque = deque(maxlen=window)
+        self.window = window
+
+    def add(self, frame: Frame, finished_ms: float) -> None:
+        with self._lock:
+            for stage, ms in frame.timings.items():
+                self._timings.setdefault(stage, deque(maxlen=self.window)).append(ms)
+            self._done.append(finished_ms)
+
+    def fps(self) -> float:
+        with self._lock:
+            if len(self._done) < 2:
+                return 0.0
+            span = self._done[-1] - self._done[0]
+            return 1000.0 * (len(self._done) - 1) / span if span > 0 else 0.0
+
+    def summary(self) -> dict[str, float]:
+        with self._lock:
+            return {stage: float(np.median(values)) for stage, values in self._timings.items() if values}
+
+
+class Pipeline:
+    def __init__(self, source, engine, landmarker_path, outputs=(), options: PipelineOptions | None = None,
+                 on_frame=None):
+        self.source = source
+        self.outputs = list(outputs)
+        self.options = options or PipelineOptions()
+        self.on_frame = on_frame
+        self.stats = RollingStats()
+        self.errors: list[str] = []
+        self._engine_lock = threading.Lock()
+        self.engine = engine
+        self.track = TrackStage(landmarker_path, max_faces=self.options.max_faces,
+                                smoothing=self.options.landmark_smoothing)
+        self.align = AlignStage(engine.spec.crop_size) if engine is not None else None
+        self.generate = GenerateStage(engine) if engine is not None else None
+        self.smooth = SmoothStage(self.options.smoothing)
+        self.blend = BlendStage(self.options.feather, show_mask=self.options.show_mask)
+        drop = source.live
+        self._tracked = DropOldestQueue(self.options.queue_size, drop)
+        self._captured = DropOldestQueue(self.options.queue_size, drop)
+        self._blended = DropOldestQueue(self.options.queue_size, drop)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.frames_out = 0
+        self.latest: Frame | None = None
+        self.finished = threading.Event()
+        self.failure: BaseException | None = None
+
+    # Settings the app changes while running.
+    def toggle(self) -> bool:
+        self.options.enabled = not self.options.enabled
+        return self.options.enabled
+
+    def set_smoothing(self, strength: float) -> None:
+        self.options.smoothing = self.smooth.strength = float(strength)
+
+    def set_feather(self, feather: float) -> None:
+        self.options.feather = self.blend.feather = float(feather)
+
+    def set_show_mask(self, show: bool) -> None:
+        self.options.show_mask = self.blend.show_mask = bool(show)
+
+    def set_engine(self, engine) -> None:
+        """Swap the generator while running; the old one is closed."""
+        with self._engine_lock:
+            old, self.engine = self.engine, engine
+            self.align = AlignStage(engine.spec.crop_size) if engine is not None else None
+            self.generate = GenerateStage(engine) if engine is not None else None
+            self.smooth.reset()
+        if old is not None and old is not engine:
+            old.close()
+
+    # Threads.
+    def start(self) -> "Pipeline":
+        targets = [("capture", self._capture_loop), ("track", self._track_loop),
+                   ("generate", self._generate_loop), ("output", self._output_loop)]
+        for name, target in targets:
+            thread = threading.Thread(target=self._guard(target), name=f"deocc-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _guard(self, target):
+        def run():
+            try:
+                target()
+            except BaseException as error:  # reported to the caller by wait()
+                self.failure = self.failure or error
+                self._stop.set()
+                self.finished.set()
+        return run
+
+    def _capture_loop(self):
+        frames = iter(self.source.frames())
+        while True:
+            start = now_ms()
+            frame = next(frames, None)
+            if frame is None:
+                break
+            if self._stop.is_set():
+                return
+            frame.captured_ms = now_ms()
+            frame.timings = {"capture": frame.captured_ms - start}
+            if not self._captured.put(frame, self._stop):
+                return
+        self._captured.put(_END, self._stop)
+
+    def _track_loop(self):
+        while True:
+            frame = self._captured.get(self._stop)
+            if frame is _END:
+                self._tracked.put(_END, self._stop)
+                return
+            start = now_ms()
+            self.track(frame)
+            tracked = now_ms()
+            with self._engine_lock:
+                align = self.align
+            if align is not None:
+                align(frame)
+            frame.timings["track"] = tracked - start
+            frame.timings["align"] = now_ms() - tracked
+            self._tracked.put(frame, self._stop)
+
+    def _generate_loop(self):
+        while True:
+            frame = self._tracked.get(self._stop)
+            if frame is _END:
+                self._blended.put(_END, self._stop)
+                return
+            enabled = self.options.enabled
+            start = now_ms()
+            with self._engine_lock:
+                generate = self.generate
+            if enabled and generate is not None and frame.faces:
+                try:
+                    generate(frame)
+                except (RuntimeError, ValueError, OSError) as error:
+                    self._report(f"generator failed, passing frames through: {error}")
+                    frame.faces = []
+            generated = now_ms()
+            self.smooth(frame)
+            smoothed = now_ms()
+            self.blend(frame, enabled=enabled)
+            frame.timings["generate"] = generated - start
+            frame.timings["smooth"] = smoothed - generated
+            frame.timings["blend"] = now_ms() - smoothed
+            self._blended.put(frame, self._stop)
+
+    def _output_loop(self):
+        while True:
+            frame = self._blended.get(self._stop)
+            if frame is _END:
+                self.finished.set()
+                return
+            start = now_ms()
+            for output in self.outputs:
+                output.write(frame)
+            done = now_ms()
+            frame.timings["output"] = done - start
+            frame.timings["end_to_end"] = done - frame.captured_ms
+            self.stats.add(frame, done)
+            self.latest = frame
+            self.frames_out += 1
+            if self.on_frame is not None:
+                self.on_frame(frame)
+
+    def _report(self, message: str) -> None:
+        if not self.errors or self.errors[-1] != message:
+            self.errors.append(message)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the source is exhausted (True) or the timeout passes (False); re-raise a
+        stage's failure."""
+        finished = self.finished.wait(timeout)
+        if self.failure is not None:
+            raise self.failure
+        return finished
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        self.source.close()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.01))
+        if not any(t.name == "deocc-track" and t.is_alive() for t in self._threads):
+            self.track.close()
+
+    def alive_threads(self) -> list[str]:
+        return [t.name for t in self._threads if t.is_alive()]
+
+    def queue_depths(self) -> dict[str, int]:
+        return {"captured": self._captured.qsize(), "tracked": self._tracked.qsize(), "blended": self._blended.qsize()}
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
