@@ -38,6 +38,7 @@ class FitConfig:
     adv_start: int = 4000
     ema: float = 0.999
     checkpoint_minutes: float = 5.0
+    checkpoint_every: int = 0  # steps; 0: by time only
     sample_every: int = 500
     log_every: int = 20
     seed: int = 0

@@ -307,7 +307,8 @@ class Trainer:
                     val = self.validate(val_batch)
                     self._log({"time": round(time.time(), 1), "step": self.step, **val})
                     stats.update(val)
-                if time.monotonic() - last_save > config.checkpoint_minutes * 60:
+                by_steps = config.checkpoint_every and self.step % config.checkpoint_every == 0
+                if by_steps or time.monotonic() - last_save > config.checkpoint_minutes * 60:
                     self.save()
                     last_save = time.monotonic()
                 if self.stop_requested:
