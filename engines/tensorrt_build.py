@@ -1,0 +1,51 @@
+"""ONNX -> TensorRT plan (FP16 by default) with an optimisation profile for 1..max_batch faces,
+written with our metadata header through a temporary file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engines import EngineError
+from engines.metadata import INPUT_NAME, KEY, pack_plan, validate
+
+
+def build_engine(onnx_path: str | Path, out: str | Path, fp16: bool = True, max_batch: int = 4,
+                 workspace_gb: float = 2.0) -> dict:
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise EngineError("TensorRT is not installed here (pip install tensorrt on a machine with an NVIDIA GPU)") from None
+    import onnx
+
+    from trainer.util import atomic_write_bytes
+
+    onnx_path = Path(onnx_path)
+    model = onnx.load(str(onnx_path))
+    raw = {p.key: p.value for p in model.metadata_props}.get(KEY)
+    metadata = validate(json.loads(raw) if raw else None, str(onnx_path))
+    size = metadata["crop_size"]
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if fp16:
+        if not builder.platform_has_fast_fp16:
+            raise EngineError("this GPU has no fast FP16; build with --no-fp16")
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, (1, 3, size, size), (1, 3, size, size), (max_batch, 3, size, size))
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineError("TensorRT failed to build the engine")
+    import torch
+
+    metadata = {**metadata, "precision": "fp16" if fp16 else "fp32", "tensorrt_version": trt.__version__,
+                "max_batch": max_batch, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "unknown"}
+    atomic_write_bytes(out, pack_plan(metadata, bytes(serialized)))
+    return {"crop_size": size, "precision": metadata["precision"], "max_batch": max_batch, "tensorrt": trt.__version__}

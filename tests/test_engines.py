@@ -1,0 +1,153 @@
+"""Every registered backend behind the one interface; bad model files are clear errors."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines import EngineError, open_engine, suffixes
+from engines.metadata import pack_plan, unpack_plan
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def model_files(tiny_run, tiny_onnx, tmp_path_factory):
+    from engines.torch_backend import save_generator
+    from trainer import checkpoint
+    from trainer.export import metadata_for
+
+    folder = tmp_path_factory.mktemp("engines")
+    state = checkpoint.load(tiny_run / "last.ckpt")
+    save_generator(folder / "gen.pt", checkpoint.generator_from(state), 128, metadata_for(state))
+    files = {".onnx": tiny_onnx, ".pt": folder / "gen.pt", ".ckpt": tiny_run / "last.ckpt"}
+    if HAS_TRT and _cuda():
+        from engines.tensorrt_build import build_engine
+
+        build_engine(tiny_onnx, folder / "gen.plan", fp16=True, max_batch=4)
+        files[".plan"] = folder / "gen.plan"
+    return files
+
+
+def _batch(count: int, size: int = 128) -> np.ndarray:
+    rng = np.random.default_rng(count)
+    return rng.uniform(-1, 1, (count, 3, size, size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt", ".ckpt",
+                                    pytest.param(".plan", marks=pytest.mark.skipif(not (HAS_TRT and _cuda()),
+                                                                                     reason="needs tensorrt and an NVIDIA GPU"))])
+def test_backend_meets_the_contract(model_files, suffix):
+    with open_engine(model_files[suffix]) as engine:
+        spec = engine.spec
+        assert spec.crop_size == 128 and spec.max_batch >= 2
+        restored, occlusion = engine.infer(_batch(2))
+        assert restored.shape == (2, 3, 128, 128) and occlusion.shape == (2, 1, 128, 128)
+        assert restored.dtype == occlusion.dtype == np.float32
+        assert -1 <= restored.min() and restored.max() <= 1
+        assert 0 <= occlusion.min() and occlusion.max() <= 1
+        with pytest.raises(ValueError):
+            engine.infer(_batch(1, 64))
+        with pytest.raises(ValueError):
+            engine.infer(_batch(1).astype(np.float64))
+        with pytest.raises(ValueError):
+            engine.infer(_batch(1) * 3)
+    engine.close()  # closing twice is fine
+
+
+def test_onnx_runtime_and_pytorch_agree(model_files):
+    batch = _batch(3)
+    with open_engine(model_files[".onnx"]) as onnx_engine, open_engine(model_files[".pt"]) as torch_engine:
+        onnx_out, torch_out = onnx_engine.infer(batch), torch_engine.infer(batch)
+    difference = max(np.abs(a - b).max() for a, b in zip(onnx_out, torch_out))
+    print(f"ONNX Runtime vs PyTorch max abs difference: {difference:.2e}")
+    assert difference < 1e-3
+
+
+@pytest.mark.skipif(not (HAS_TRT and _cuda()), reason="needs tensorrt and an NVIDIA GPU")
+def test_tensorrt_fp16_agrees_with_onnx(model_files):
+    batch = _batch(4)
+    with open_engine(model_files[".onnx"]) as onnx_engine, open_engine(model_files[".plan"]) as plan:
+        reference, fast = onnx_engine.infer(batch), plan.infer(batch)
+    assert max(np.abs(a - b).max() for a, b in zip(reference, fast)) < 0.05
+
+
+def test_registry_knows_every_backend():
+    assert {".onnx", ".plan", ".engine", ".pt", ".ckpt"} <= set(suffixes())
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".plan", ".pt"])
+@pytest.mark.parametrize("content", ["missing", "empty", "random"])
+def test_bad_model_files_are_clear_errors(tmp_path, suffix, content):
+    path = tmp_path / f"bad{suffix}"
+    if content == "empty":
+        path.write_bytes(b"")
+    elif content == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(EngineError) as error:
+        open_engine(path)
+    assert str(path) in str(error.value) or path.name in str(error.value)
+
+
+def test_unknown_suffix_is_an_error(tmp_path):
+    path = tmp_path / "gen.h5"
+    path.write_bytes(b"x")
+    with pytest.raises(EngineError, match="unknown engine type"):
+        open_engine(path)
+
+
+def test_onnx_without_our_contract_is_rejected(tmp_path, tiny_onnx):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 128, 128])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 128, 128])])
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(foreign))
+    with pytest.raises(EngineError, match="no deocc metadata"):
+        open_engine(foreign)
+    model = onnx.load(str(tiny_onnx))
+    entry = next(p for p in model.metadata_props if p.key == "deocc")
+    entry.value = json.dumps({**json.loads(entry.value), "crop_size": 256})
+    mismatched = tmp_path / "mismatched.onnx"
+    onnx.save(model, str(mismatched))
+    with pytest.raises(EngineError, match="input must be"):
+        open_engine(mismatched)
+
+
+def test_plan_header_round_trips_and_rejects_foreign_plans():
+    metadata = {"crop_size": 128, "outputs": ["restored", "occlusion"], "precision": "fp16"}
+    packed = pack_plan(metadata, b"PLANBYTES")
+    assert unpack_plan(packed, "x") == (metadata, b"PLANBYTES")
+    with pytest.raises(EngineError):
+        unpack_plan(b"\xff\xff\xff\x7f" + b"{}", "x")
+    with pytest.raises(EngineError):
+        unpack_plan(b"\x05\x00\x00\x00notjs", "x")
+
+
+def test_pytorch_file_is_never_unpickled(tmp_path):
+    """A .pt that holds a pickled object (code) is refused by weights_only loading."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(EngineError):
+        open_engine(path)
+    assert not (tmp_path / "pwned").exists()
