@@ -71,6 +71,7 @@ def download(dest: Path, url: str = MODEL_URL, progress: bool = True, timeout: f
         digest = sha256_of(temp)
         if digest != MODEL_SHA256:
             raise LandmarkModelError(f"downloaded {MODEL_NAME} has the wrong sha256 ({digest[:12]}...)")
+        os.chmod(temp, 0o644)
         os.replace(temp, dest)
         return dest
     finally:

@@ -1,0 +1,167 @@
+"""The headless app end to end on real media: a face from ../shared/data with an occluder pasted,
+written as mp4 and png, through the real MediaPipe and ONNX Runtime."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from media import face_files, moving_clip, occluded_frame, read_video, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def deocc(*args, timeout=300, **kwargs):
+    return subprocess.run([sys.executable, "-m", "deocc_live.cli", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+def _one_line_error(result):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.startswith("deocc-live")]
+    assert len(lines) == 1, result.stderr[-1000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clip")
+    frames, masks = moving_clip(face_files(1)[0], count=24, size=(640, 480))
+    return write_video(folder / "clip.mp4", frames), frames, masks
+
+
+def _differences(source, produced, masks):
+    changed, away = [], []
+    for before, after, mask in zip(source, produced, masks):
+        difference = np.abs(before.astype(int) - after.astype(int)).mean(axis=2)
+        changed.append(difference[mask].mean())
+        far = np.ones_like(mask)
+        far[40:440, 80:560] = False  # the face and its surroundings
+        away.append(difference[far].mean())
+    return float(np.mean(changed)), float(np.mean(away))
+
+
+def test_video_in_video_out(clip, generator_onnx, tmp_path):
+    path, frames, masks = clip
+    out, off = tmp_path / "out.mp4", tmp_path / "off.mp4"
+    result = deocc("--input", path, "--output", out, "--engine", generator_onnx)
+    assert result.returncode == 0, result.stderr[-2000:]
+    source, produced = read_video(path), read_video(out)
+    assert len(produced) == len(source) == len(frames)
+    assert produced[0].shape == source[0].shape
+    capture = cv2.VideoCapture(str(out))
+    assert abs(capture.get(cv2.CAP_PROP_FPS) - 30.0) < 0.01
+    capture.release()
+    # The same clip with the effect off measures what the second encode alone changes.
+    result = deocc("--input", path, "--output", off, "--engine", generator_onnx, "--off")
+    assert result.returncode == 0, result.stderr[-2000:]
+    changed, away = _differences(source, produced, masks)
+    codec_changed, codec_away = _differences(source, read_video(off), masks)
+    assert codec_changed < 3.0  # effect off: the covered face only went through the codec
+    assert changed > codec_changed + 8.0, f"occluder pixels barely changed: {changed:.2f}"
+    assert away < codec_away + 0.3, f"pixels away from the face changed: {away:.2f} (codec alone {codec_away:.2f})"
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_image_in_image_out(generator_onnx, tmp_path):
+    _clean, occluded, mask, _box = occluded_frame(face_files(2)[1], (800, 600))
+    source = tmp_path / "photo.png"
+    cv2.imwrite(str(source), occluded)
+    out = tmp_path / "restored.png"
+    result = deocc("--input", source, "--output", out, "--engine", generator_onnx)
+    assert result.returncode == 0, result.stderr[-2000:]
+    restored = cv2.imread(str(out))
+    assert restored.shape == occluded.shape
+    difference = np.abs(restored.astype(int) - occluded.astype(int)).mean(axis=2)
+    assert difference[mask].mean() > 8.0
+    border = np.ones_like(mask)
+    border[60:540, 100:700] = False
+    assert difference[border].max() == 0  # PNG: untouched pixels are exactly the camera's
+
+
+def test_folder_in_folder_out_lists_bad_files(generator_onnx, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for index, face in enumerate(face_files(3)[:2]):
+        _clean, occluded, _mask, _box = occluded_frame(face, (480, 360))
+        cv2.imwrite(str(inputs / f"face{index}.jpg"), occluded)
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    gray = cv2.cvtColor(cv2.imread(str(inputs / "face0.jpg")), cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(inputs / "gray.png"), gray)
+    out = tmp_path / "out"
+    result = deocc("--input", inputs, "--output", out, "--engine", generator_onnx)
+    assert sorted(p.name for p in out.iterdir()) == ["face0.jpg", "face1.jpg", "gray.png"]
+    assert "broken.jpg" in result.stderr
+    assert result.returncode == 0
+    assert cv2.imread(str(out / "gray.png")).shape == (360, 480, 3)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "text_as_mp4", "truncated_mp4", "unsupported"])
+def test_bad_inputs_are_one_line_errors_and_write_nothing(case, clip, generator_onnx, tmp_path):
+    path = {"missing": tmp_path / "nope.mp4", "empty": tmp_path / "empty.mp4", "text_as_mp4": tmp_path / "text.mp4",
+            "truncated_mp4": tmp_path / "cut.mp4", "unsupported": tmp_path / "notes.xyz"}[case]
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "text_as_mp4":
+        path.write_text("this is not a video\n" * 20)
+    elif case == "truncated_mp4":
+        path.write_bytes(clip[0].read_bytes()[:2000])
+    elif case == "unsupported":
+        path.write_text("x")
+    out = tmp_path / "out.mp4"
+    result = deocc("--input", path, "--output", out, "--engine", generator_onnx)
+    _one_line_error(result)
+    assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("case", ["missing", "random", "wrong_suffix"])
+def test_bad_engine_is_an_error_at_start(case, clip, tmp_path):
+    engine = {"missing": tmp_path / "gen.onnx", "random": tmp_path / "gen.onnx", "wrong_suffix": tmp_path / "gen.bin"}[case]
+    if case != "missing":
+        engine.write_bytes(os.urandom(2048))
+    out = tmp_path / "out.mp4"
+    line = _one_line_error(deocc("--input", clip[0], "--output", out, "--engine", engine))
+    assert "gen." in line
+    assert not out.exists()
+
+
+def test_unwritable_output_is_an_error(clip, generator_onnx, tmp_path):
+    line = _one_line_error(deocc("--input", clip[0], "--output", tmp_path / "no" / "such" / "dir.mp4", "--engine", generator_onnx))
+    assert "does not exist" in line
+
+
+def test_output_file_is_replaced_only_when_complete(clip, generator_onnx, tmp_path):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"earlier result")
+    process = subprocess.Popen([sys.executable, "-m", "deocc_live.cli", "--input", str(clip[0]), "--loop", "--output", str(out),
+                                "--engine", str(generator_onnx)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=30)
+    assert time.monotonic() - started < 3.0, "Ctrl-C took too long"
+    assert out.read_bytes() == b"earlier result"  # an interrupted file job keeps the earlier file
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_camera_that_does_not_exist(generator_onnx):
+    line = _one_line_error(deocc("--camera", "57", "--engine", generator_onnx, "--preview"))
+    assert "camera 57" in line
+
+
+def test_missing_landmark_model_says_where_to_put_it(clip, generator_onnx, tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "DEOCC_MODEL_DIR": ""}
+    env.pop("DEOCC_MODEL_DIR")
+    bad = tmp_path / "face_landmarker.task"
+    bad.write_bytes(b"corrupt")
+    line = _one_line_error(deocc("--input", clip[0], "--output", tmp_path / "o.mp4", "--engine", generator_onnx,
+                                 "--landmarker", bad, env=env))
+    assert "sha256" in line
