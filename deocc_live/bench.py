@@ -43,7 +43,7 @@ def default_face() -> Path:
 
 def make_frames(face_path: Path, size: tuple[int, int], count: int, landmarker: Path) -> list[np.ndarray]:
     """A clip of an occluded face: still for the first half (with sensor noise), then moving."""
-    from deocc_live.landmarks import FaceLandmarks
+    from deocc_live.landmarks import LOWER_FACE_OUTLINE, FaceLandmarks
 
     face = cv2.imread(str(face_path))
     if face is None:
@@ -66,7 +66,7 @@ def make_frames(face_path: Path, size: tuple[int, int], count: int, landmarker: 
                 found = finder.detect(frame)
                 if len(found) == 0:
                     raise RuntimeError(f"no face found in {face_path}")
-                outline = found[0][[93, 132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 323, 6]]
+                outline = found[0][LOWER_FACE_OUTLINE]
             cv2.fillPoly(frame, [outline.astype(np.int32)], (200, 170, 120), cv2.LINE_AA)
             noise = rng.normal(0, 2.0, frame.shape)
             frames.append(np.clip(frame + noise, 0, 255).astype(np.uint8))
@@ -92,13 +92,15 @@ def percentiles(values) -> dict[str, float]:
     return {"median": round(float(np.median(values)), 2), "p95": round(float(np.percentile(values, 95)), 2)}
 
 
-def run_pipeline(frames, engine, landmarker, paced: bool, fps: float, smoothing: float = 0.6, max_faces: int = 1):
+def run_pipeline(frames, engine, landmarker, paced: bool, fps: float, smoothing: float | None = None, max_faces: int = 1):
     from deocc_live.capture import MemorySource
     from deocc_live.pipeline import Pipeline, PipelineOptions
 
     records = []
     source = MemorySource(frames, fps=fps, paced=paced)
-    options = PipelineOptions(max_faces=max_faces, smoothing=smoothing, landmark_smoothing=smoothing > 0)
+    options = PipelineOptions(max_faces=max_faces)
+    if smoothing is not None:
+        options.smoothing, options.landmark_smoothing = smoothing, smoothing > 0
     pipeline = Pipeline(source, engine, landmarker, [], options,
                         on_frame=lambda f: records.append((dict(f.timings), f.output, [face.landmarks for face in f.faces])))
     start = time.perf_counter()
@@ -119,16 +121,18 @@ def tracking_only(frames, landmarker, max_faces: int = 1) -> float:
 
 
 def flicker(records, still_count: int) -> float:
-    """Mean absolute change between consecutive output frames inside the face, on the still part."""
+    """Mean absolute change between consecutive output frames inside the lower face (where the
+    generator paints), over the still part of the clip."""
+    from deocc_live.landmarks import LOWER_FACE_OUTLINE
+
     outputs = [r[1] for r in records[:still_count] if r[2]]
     if len(outputs) < 3:
         return float("nan")
-    landmarks = records[0][2][0]
-    x0, y0 = np.floor(landmarks.min(axis=0)).astype(int)
-    x1, y1 = np.ceil(landmarks.max(axis=0)).astype(int)
-    x0, y0 = max(x0, 0), max(y0, 0)
-    crops = [o[y0:y1, x0:x1].astype(np.float32) for o in outputs[2:]]
-    return round(float(np.mean([np.abs(a - b).mean() for a, b in zip(crops, crops[1:])])), 3)
+    region = np.zeros(outputs[0].shape[:2], np.uint8)
+    cv2.fillPoly(region, [records[0][2][0][LOWER_FACE_OUTLINE].astype(np.int32)], 1)
+    inside = region.astype(bool)
+    frames = [o[inside].astype(np.float32) for o in outputs[2:]]
+    return round(float(np.mean([np.abs(a - b).mean() for a, b in zip(frames, frames[1:])])), 3)
 
 
 def machine() -> dict:

@@ -62,13 +62,21 @@ class BlendStage:
         x0, y0, x1, y1 = box
         matrix = face.inverse.copy()
         matrix[:, 2] -= (x0, y0)
-        width, height = x1 - x0, y1 - y0
-        warped = cv2.warpAffine(restored, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        alpha = cv2.warpAffine(mask, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        alpha = cv2.warpAffine(mask, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         if self.show_mask:
-            warped = warped * 0.5 + np.array([0, 0, 1.0], np.float32) * 0.5
-            alpha = np.maximum(alpha, (alpha > 0.01) * 0.5)
-        region = output[y0:y1, x0:x1]
-        alpha3 = alpha[..., None]
-        blended = region.astype(np.float32) * (1 - alpha3) + warped * (255.0 * alpha3)
-        np.copyto(region, np.clip(blended + 0.5, 0, 255).astype(np.uint8), where=alpha3 > 0)
+            restored = restored * 0.5 + np.array([0, 0, 0.5], np.float32)
+            alpha = np.maximum(alpha, (alpha > 0.01) * np.float32(0.5))
+        # Only the covered part of the box is touched: find it, then warp and blend just that.
+        rows = np.flatnonzero(alpha.max(axis=1) > 0)
+        if rows.size == 0:
+            return
+        cols = np.flatnonzero(alpha[rows[0]:rows[-1] + 1].max(axis=0) > 0)
+        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        alpha = np.ascontiguousarray(alpha[top:bottom, left:right])
+        matrix[:, 2] -= (left, top)
+        restored8 = np.clip(restored * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        warped = cv2.warpAffine(restored8, matrix, (right - left, bottom - top), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+        region = output[y0 + top:y0 + bottom, x0 + left:x0 + right]
+        # blendLinear leaves a pixel exactly as it was where alpha is 0.
+        region[...] = cv2.blendLinear(warped, region, alpha, 1.0 - alpha)

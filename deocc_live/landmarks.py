@@ -9,6 +9,10 @@ import numpy as np
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+# Mesh indices outlining the lower face (jaw line up to the nose tip): where face masks,
+# hands and microphones usually sit. The benchmark and the tests cover it and measure in it.
+LOWER_FACE_OUTLINE = [132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 4]
+
 
 class FaceLandmarks:
     """FaceLandmarker in IMAGE mode (``video=False``, still pictures) or VIDEO mode (a stream

@@ -62,7 +62,7 @@ class DropOldestQueue:
 class PipelineOptions:
     max_faces: int = 1
     enabled: bool = True
-    smoothing: float = 0.6
+    smoothing: float = 0.7
     landmark_smoothing: bool = True
     feather: float = 0.015
     show_mask: bool = False

@@ -7,15 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deocc_live.landmarks import FaceLandmarks
+from deocc_live.landmarks import LOWER_FACE_OUTLINE, FaceLandmarks
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = Path(__import__("os").environ.get("DEOCC_DATA", SHARED / "data"))
 MODELS = Path(__import__("os").environ.get("DEOCC_MODEL_DIR", SHARED / "models"))
 LANDMARKER = MODELS / "face_landmarker.task"
 FACE = DATA / "faces" / "utkface"
-# Lower face: the mesh's jaw line and the nose bridge.
-MASK_OUTLINE = [132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 4]
 
 
 def face_files(count: int) -> list[Path]:
@@ -52,7 +50,7 @@ def place_face(face: np.ndarray, size: tuple[int, int], scale: float = 1.6, offs
 def occlude(frame: np.ndarray, landmarks: np.ndarray, colour=(200, 170, 120)) -> tuple[np.ndarray, np.ndarray]:
     """A surgical-mask-like patch over the lower face; returns (occluded frame, mask bool)."""
     mask = np.zeros(frame.shape[:2], np.uint8)
-    cv2.fillPoly(mask, [landmarks[MASK_OUTLINE].astype(np.int32)], 1)
+    cv2.fillPoly(mask, [landmarks[LOWER_FACE_OUTLINE].astype(np.int32)], 1)
     out = frame.copy()
     height, width = frame.shape[:2]
     rng = np.random.default_rng(1)
