@@ -19,15 +19,17 @@ def edge_fade(size: int, width: float = 0.06) -> np.ndarray:
 
 
 class BlendStage:
-    def __init__(self, feather: float = 0.015, colour_match: bool = True, show_mask: bool = False):
+    def __init__(self, feather: float = 0.015, colour_match: bool = True, show_mask: bool = False, grow: float = 0.016):
         self.feather = feather            # blur of the mask, in crop widths
+        self.grow = grow                  # dilation of the mask, in crop widths
         self.colour_match = colour_match
         self.show_mask = show_mask
         self._fade: dict[int, np.ndarray] = {}
 
     def mask_for(self, occlusion: np.ndarray) -> np.ndarray:
         size = occlusion.shape[0]
-        mask = occlusion
+        # Grow the mask a little: an occluder's anti-aliased rim must not show through.
+        mask = cv2.dilate(occlusion, self._grow_kernel(size))
         if self.feather > 0:
             mask = cv2.GaussianBlur(mask, (0, 0), self.feather * size)
         mask = np.clip((mask - MASK_FLOOR) / (1 - MASK_FLOOR), 0, 1)
@@ -35,6 +37,10 @@ class BlendStage:
         if fade is None:
             fade = self._fade[size] = edge_fade(size)
         return mask * fade
+
+    def _grow_kernel(self, size: int) -> np.ndarray:
+        radius = max(1, int(round(self.grow * size)))
+        return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
     def __call__(self, frame: Frame, enabled: bool = True) -> Frame:
         output = frame.image

@@ -138,6 +138,12 @@ class Pipeline:
     def set_show_mask(self, show: bool) -> None:
         self.options.show_mask = self.blend.show_mask = bool(show)
 
+    def add_output(self, output) -> None:
+        self.outputs = [*self.outputs, output]  # a new list: the output thread never sees a half-change
+
+    def remove_output(self, output) -> None:
+        self.outputs = [o for o in self.outputs if o is not output]
+
     def set_engine(self, engine) -> None:
         """Swap the generator while running; the old one is closed."""
         with self._engine_lock:
@@ -233,7 +239,10 @@ class Pipeline:
                 return
             start = now_ms()
             for output in self.outputs:
-                output.write(frame)
+                try:
+                    output.write(frame)
+                except (OSError, RuntimeError, ValueError) as error:
+                    self._report(f"output failed: {error}")
             done = now_ms()
             frame.timings["output"] = done - start
             frame.timings["end_to_end"] = done - frame.captured_ms

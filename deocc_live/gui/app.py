@@ -1,0 +1,46 @@
+"""`deocc-live --gui` and `deocc-live-gui`: the desktop app."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deocc-live-gui", description="deocc-live's desktop app")
+    parser.add_argument("--gui", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--input", help="start on a video file instead of the camera")
+    parser.add_argument("--camera", type=int, help="camera index")
+    parser.add_argument("--engine", help="generator file (.plan, .onnx, .pt)")
+    parser.add_argument("--landmarker", help="path of face_landmarker.task")
+    return parser
+
+
+def main(argv=None) -> int:
+    args, _unknown = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from deocc_live.gui.controller import PipelineController
+    from deocc_live.gui.window import MainWindow
+    from deocc_live.landmark_model import LandmarkModelError, resolve
+
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setApplicationName("deocc-live")
+    try:
+        landmarker = resolve(args.landmarker)
+    except LandmarkModelError as error:
+        QMessageBox.critical(None, "deocc-live", str(error))
+        print(f"deocc-live: error: {error}", file=sys.stderr)
+        return 1
+    controller = PipelineController(landmarker)
+    source = args.input if args.input else args.camera
+    window = MainWindow(controller, QSettings("deocc-live", "deocc-live"), source=source, engine=args.engine)
+    window.resize(1200, 720)
+    window.show()
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

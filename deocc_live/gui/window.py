@@ -1,0 +1,300 @@
+"""The main window: preview with before/after, the big toggle, pickers, virtual camera, sliders,
+FPS and latency readout, recording. Settings are remembered with QSettings."""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QImage, QKeySequence, QPixmap, QShortcut
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QMainWindow, QPushButton, QSizePolicy, QSlider, QSpinBox, QSystemTrayIcon, QVBoxLayout,
+                               QWidget)
+
+from deocc_live.gui.controller import PipelineController
+
+VIEWS = ("After", "Side by side", "Split")
+HOTKEY = "Ctrl+Shift+D"
+
+
+def to_qimage(image_bgr: np.ndarray) -> QImage:
+    rgb = np.ascontiguousarray(image_bgr[..., ::-1])
+    height, width = rgb.shape[:2]
+    return QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+
+
+def compose_view(before: np.ndarray, after: np.ndarray, view: str, split: float) -> np.ndarray:
+    if view == "Side by side":
+        return np.hstack([before, after])
+    if view == "Split":
+        cut = int(round(split * after.shape[1]))
+        shown = after.copy()
+        shown[:, :cut] = before[:, :cut]
+        shown[:, max(cut - 1, 0):cut + 1] = (255, 255, 255)
+        return shown
+    return after
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, controller: PipelineController, settings: QSettings, source=None, engine: str | None = None):
+        super().__init__()
+        self.controller, self.settings = controller, settings
+        self.setWindowTitle("deocc-live")
+        self.last_frame = None
+        self.shown_image: np.ndarray | None = None
+        self._build()
+        self._restore_settings()
+        if engine:
+            self.engine_path = engine
+        controller.frame_ready.connect(self._show_frame)
+        controller.error.connect(self._show_error)
+        controller.engine_changed.connect(self._show_engine)
+        controller.camera_status.connect(self.camera_status.setText)
+        self.readout_timer = QTimer(self, interval=500, timeout=self._update_readout)
+        self.readout_timer.start()
+        self.source = source if source is not None else self.camera_picker.currentData()
+        self._start()
+
+    # Layout.
+    def _build(self):
+        central = QWidget()
+        layout = QHBoxLayout(central)
+        left = QVBoxLayout()
+        self.preview = QLabel("starting...")
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setMinimumSize(640, 360)
+        self.preview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.preview.setStyleSheet("background: #202020; color: #aaa;")
+        left.addWidget(self.preview, 1)
+        view_row = QHBoxLayout()
+        self.view_picker = QComboBox()
+        self.view_picker.addItems(VIEWS)
+        self.split_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100, value=50)
+        view_row.addWidget(QLabel("View"))
+        view_row.addWidget(self.view_picker)
+        view_row.addWidget(QLabel("Split"))
+        view_row.addWidget(self.split_slider, 1)
+        left.addLayout(view_row)
+        self.error_label = QLabel("")
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet("color: #c0392b;")
+        left.addWidget(self.error_label)
+        layout.addLayout(left, 1)
+
+        side = QVBoxLayout()
+        self.toggle_button = QPushButton("Effect ON")
+        self.toggle_button.setCheckable(True)
+        self.toggle_button.setChecked(True)
+        self.toggle_button.setMinimumHeight(56)
+        self.toggle_button.setToolTip(f"Toggle the effect ({HOTKEY})")
+        self.toggle_button.toggled.connect(self._set_enabled)
+        side.addWidget(self.toggle_button)
+
+        source_box = QGroupBox("Source and engine")
+        form = QFormLayout(source_box)
+        self.camera_picker = QComboBox()
+        self.camera_picker.addItem("Camera 0", 0)
+        refresh = QPushButton("Find cameras")
+        refresh.clicked.connect(self._find_cameras)
+        open_video = QPushButton("Open video file...")
+        open_video.clicked.connect(self._open_video)
+        self.camera_picker.activated.connect(lambda _i: self._switch_source(self.camera_picker.currentData()))
+        form.addRow("Camera", self.camera_picker)
+        form.addRow(refresh, open_video)
+        self.engine_label = QLabel("-")
+        self.engine_label.setWordWrap(True)
+        engine_button = QPushButton("Engine file...")
+        engine_button.clicked.connect(self._pick_engine)
+        form.addRow(engine_button, self.engine_label)
+        self.max_faces = QSpinBox(minimum=1, maximum=8, value=1)
+        self.max_faces.valueChanged.connect(lambda _v: self._switch_source(self.source))
+        form.addRow("Max faces", self.max_faces)
+        side.addWidget(source_box)
+
+        camera_box = QGroupBox("Virtual camera")
+        camera_layout = QVBoxLayout(camera_box)
+        self.camera_check = QCheckBox('Send to "Deocc Camera"')
+        self.camera_check.toggled.connect(self._set_virtual_camera)
+        self.camera_status = QLabel("virtual camera off")
+        self.camera_status.setWordWrap(True)
+        self.camera_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        camera_layout.addWidget(self.camera_check)
+        camera_layout.addWidget(self.camera_status)
+        side.addWidget(camera_box)
+
+        tune_box = QGroupBox("Tuning")
+        tune = QFormLayout(tune_box)
+        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=95, value=70)
+        self.smoothing_slider.valueChanged.connect(lambda v: self._pipeline_call("set_smoothing", v / 100))
+        self.feather_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=60, value=15)
+        self.feather_slider.valueChanged.connect(lambda v: self._pipeline_call("set_feather", v / 1000))
+        self.mask_check = QCheckBox("Show occlusion mask")
+        self.mask_check.toggled.connect(lambda on: self._pipeline_call("set_show_mask", on))
+        tune.addRow("Smoothing", self.smoothing_slider)
+        tune.addRow("Feather", self.feather_slider)
+        tune.addRow(self.mask_check)
+        side.addWidget(tune_box)
+
+        self.record_button = QPushButton("Record...")
+        self.record_button.setCheckable(True)
+        self.record_button.toggled.connect(self._record)
+        side.addWidget(self.record_button)
+        self.readout = QLabel("")
+        self.readout.setStyleSheet("font-family: monospace;")
+        side.addWidget(self.readout)
+        side.addStretch(1)
+        layout.addLayout(side)
+        self.setCentralWidget(central)
+
+        self.toggle_action = QAction("Toggle effect", self, shortcut=QKeySequence(HOTKEY))
+        self.toggle_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
+        self.toggle_action.triggered.connect(self.toggle_button.toggle)
+        menu = self.menuBar().addMenu("&Effect")
+        menu.addAction(self.toggle_action)
+        self.hotkey = QShortcut(QKeySequence(HOTKEY), self, context=Qt.ShortcutContext.ApplicationShortcut)
+        self.hotkey.activated.connect(self.toggle_button.toggle)
+        self.tray = None
+        if QSystemTrayIcon.isSystemTrayAvailable():
+            self.tray = QSystemTrayIcon(self.windowIcon(), self)
+            from PySide6.QtWidgets import QMenu
+
+            tray_menu = QMenu()
+            tray_menu.addAction(self.toggle_action)
+            self.tray.setContextMenu(tray_menu)
+            self.tray.show()
+
+    # Settings.
+    def _restore_settings(self):
+        s = self.settings
+        self.engine_path = s.value("engine", "", type=str) or None
+        self.smoothing_slider.setValue(s.value("smoothing", 70, type=int))
+        self.feather_slider.setValue(s.value("feather", 15, type=int))
+        self.max_faces.blockSignals(True)
+        self.max_faces.setValue(s.value("max_faces", 1, type=int))
+        self.max_faces.blockSignals(False)
+        self.view_picker.setCurrentText(s.value("view", "Split", type=str))
+        camera = s.value("camera", 0, type=int)
+        self.camera_picker.setItemData(0, camera)
+        self.camera_picker.setItemText(0, f"Camera {camera}")
+
+    def save_settings(self):
+        s = self.settings
+        s.setValue("engine", self.engine_path or "")
+        s.setValue("smoothing", self.smoothing_slider.value())
+        s.setValue("feather", self.feather_slider.value())
+        s.setValue("max_faces", self.max_faces.value())
+        s.setValue("view", self.view_picker.currentText())
+        s.setValue("camera", self.camera_picker.currentData() if isinstance(self.camera_picker.currentData(), int) else 0)
+        s.sync()
+
+    # Actions.
+    def _start(self):
+        options = self.controller.options
+        options.max_faces = self.max_faces.value()
+        options.smoothing = self.smoothing_slider.value() / 100
+        options.feather = self.feather_slider.value() / 1000
+        options.show_mask = self.mask_check.isChecked()
+        options.enabled = self.toggle_button.isChecked()
+        self.error_label.setText("")
+        self.controller.start(self.source, self.engine_path)
+
+    def _switch_source(self, source):
+        self.source = source
+        camera_on = self.camera_check.isChecked()
+        self._start()
+        if camera_on:
+            self.controller.set_virtual_camera(True)
+
+    def _pipeline_call(self, name, value):
+        pipeline = self.controller.pipeline
+        if pipeline is not None:
+            getattr(pipeline, name)(value)
+
+    def _set_enabled(self, on: bool):
+        self.toggle_button.setText("Effect ON" if on else "Effect OFF")
+        self.controller.options.enabled = on
+
+    def _set_virtual_camera(self, on: bool):
+        if self.controller.set_virtual_camera(on) != on:
+            self.camera_check.blockSignals(True)
+            self.camera_check.setChecked(False)
+            self.camera_check.blockSignals(False)
+
+    def _find_cameras(self):
+        from deocc_live.cameras import list_cameras
+
+        cameras = list_cameras()
+        self.camera_picker.clear()
+        for camera in cameras:
+            self.camera_picker.addItem(camera.label(), camera.index)
+        if not cameras:
+            self.camera_picker.addItem("no camera found", 0)
+            self._show_error("no camera found; open a video file instead")
+
+    def _open_video(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Open video", "", "Videos (*.mp4 *.avi *.mov *.mkv *.webm)")
+        if path:
+            self._switch_source(path)
+
+    def _pick_engine(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Engine file", "", "Generators (*.plan *.engine *.onnx *.pt *.ckpt)")
+        if path:
+            self.set_engine(path)
+
+    def set_engine(self, path: str):
+        self.error_label.setText("")
+        self.engine_path = path
+        self.controller.set_engine(path)
+
+    def _record(self, on: bool):
+        if on:
+            path, _ = QFileDialog.getSaveFileName(self, "Record to", "deocc-recording.mp4", "Video (*.mp4 *.avi)")
+            if not path or not self.controller.start_recording(path):
+                self.record_button.blockSignals(True)
+                self.record_button.setChecked(False)
+                self.record_button.blockSignals(False)
+                return
+            self.record_button.setText("Stop recording")
+        else:
+            self.controller.stop_recording()
+            self.record_button.setText("Record...")
+
+    # Display.
+    def _show_frame(self, frame):
+        self.controller.frame_shown()
+        self.last_frame = frame
+        self.shown_image = compose_view(frame.image, frame.output, self.view_picker.currentText(),
+                                        self.split_slider.value() / 100)
+        pixmap = QPixmap.fromImage(to_qimage(self.shown_image))
+        self.preview.setPixmap(pixmap.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio,
+                                             Qt.TransformationMode.SmoothTransformation))
+
+    def _show_error(self, message: str):
+        self.error_label.setText(message)
+
+    def _show_engine(self, spec):
+        if spec is None:
+            self.engine_label.setText("none (pass-through)")
+        else:
+            self.engine_label.setText(f"{spec.backend}, {spec.precision}, {spec.crop_size}px on {spec.device}\n{spec.path}")
+
+    def _update_readout(self):
+        pipeline = self.controller.pipeline
+        if pipeline is None:
+            self.readout.setText("")
+            return
+        stages = pipeline.stats.summary()
+        lines = [f"FPS        {pipeline.stats.fps():6.1f}"]
+        for stage in ("track", "generate", "blend", "end_to_end"):
+            if stage in stages:
+                lines.append(f"{stage.replace('_', ' '):10s} {stages[stage]:6.1f} ms")
+        if pipeline.errors:
+            self._show_error(pipeline.errors[-1])
+        self.readout.setText("\n".join(lines))
+
+    def closeEvent(self, event):
+        self.save_settings()
+        self.readout_timer.stop()
+        self.controller.stop()
+        if self.tray is not None:
+            self.tray.hide()
+        super().closeEvent(event)
+

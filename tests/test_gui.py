@@ -1,0 +1,115 @@
+"""The desktop app on Qt's offscreen platform, driving the real pipeline on a video file."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings
+
+from deocc_live.gui.controller import PipelineController
+from deocc_live.gui.window import MainWindow
+from deocc_live.landmark_model import resolve
+from media import face_files, moving_clip, write_video
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    frames, masks = moving_clip(face_files(1)[0], count=16, size=(640, 480), step=(0, 0))
+    return write_video(tmp_path_factory.mktemp("gui") / "clip.mp4", frames), masks[0]
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, clip, generator_onnx):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    controller = PipelineController(resolve())
+    win = MainWindow(controller, settings, source=str(clip[0]), engine=str(generator_onnx))
+    qtbot.addWidget(win)
+    win.resize(1100, 650)
+    win.show()
+    yield win
+    win.close()
+
+
+def _wait_for_frames(qtbot, win, count=3):
+    seen = []
+    start = len(seen)
+
+    def got():
+        frame = win.last_frame
+        if frame is not None and (not seen or seen[-1] is not frame):
+            seen.append(frame)
+        return len(seen) - start >= count
+
+    qtbot.waitUntil(got, timeout=30000)
+    return win.last_frame
+
+
+def test_toggle_changes_the_face_and_errors_show(qtbot, window, clip, tmp_path, artifacts, tiny_onnx):
+    _path, mask = clip
+    window.view_picker.setCurrentText("After")
+    frame = _wait_for_frames(qtbot, window)
+    assert window.preview.pixmap() is not None and not window.preview.pixmap().isNull()
+    on_difference = np.abs(frame.output.astype(int) - frame.image.astype(int)).mean(axis=2)[mask].mean()
+    assert on_difference > 8.0
+    window.grab().save(str(artifacts / "gui_window.png"))
+
+    window.toggle_button.click()  # effect off
+    assert window.toggle_button.text() == "Effect OFF"
+    qtbot.waitUntil(lambda: window.last_frame is not None and not window.last_frame.faces
+                    or np.array_equal(window.last_frame.output, window.last_frame.image), timeout=30000)
+    assert np.array_equal(window.last_frame.output, window.last_frame.image)
+    window.hotkey.activated.emit()  # Ctrl+Shift+D
+    assert window.toggle_button.isChecked()
+
+    window.set_engine(str(tiny_onnx))  # switch engine while running
+    qtbot.waitUntil(lambda: "onnxruntime" in window.engine_label.text() and str(tiny_onnx) in window.engine_label.text(),
+                    timeout=10000)
+    _wait_for_frames(qtbot, window)
+
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    window.set_engine(str(bad))
+    assert "broken.onnx" in window.error_label.text()
+    assert "pass-through" in window.engine_label.text()
+    frame = _wait_for_frames(qtbot, window)
+    assert np.array_equal(frame.output, frame.image)  # no engine: frames pass through, no crash
+
+
+def test_side_by_side_view_and_readout(qtbot, window):
+    window.view_picker.setCurrentText("Side by side")
+    frame = _wait_for_frames(qtbot, window)
+    assert window.shown_image.shape[1] == 2 * frame.image.shape[1]
+    qtbot.waitUntil(lambda: "FPS" in window.readout.text() and "generate" in window.readout.text(), timeout=10000)
+
+
+def test_bad_source_is_shown_not_raised(qtbot, tmp_path, generator_onnx):
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(PipelineController(resolve()), settings, source=str(tmp_path / "missing.mp4"), engine=str(generator_onnx))
+    qtbot.addWidget(win)
+    assert "input not found" in win.error_label.text()
+    win.close()
+
+
+def test_close_stops_every_thread_within_a_second(qtbot, window):
+    _wait_for_frames(qtbot, window, 2)
+    started = time.monotonic()
+    window.close()
+    assert time.monotonic() - started < 1.5
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("deocc-")]
+
+
+def test_settings_are_remembered(qtbot, tmp_path, clip, generator_onnx):
+    path = tmp_path / "remember.ini"
+    first = MainWindow(PipelineController(resolve()), QSettings(str(path), QSettings.Format.IniFormat), source=str(clip[0]),
+                       engine=str(generator_onnx))
+    qtbot.addWidget(first)
+    first.smoothing_slider.setValue(42)
+    first.view_picker.setCurrentText("Side by side")
+    first.close()
+    second = MainWindow(PipelineController(resolve()), QSettings(str(path), QSettings.Format.IniFormat), source=str(clip[0]))
+    qtbot.addWidget(second)
+    assert second.smoothing_slider.value() == 42 and second.view_picker.currentText() == "Side by side"
+    assert second.engine_path == str(generator_onnx)
+    second.close()
