@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=parse_size, default=(1280, 720), help="frame size of the made video (default 1280x720)")
     parser.add_argument("--fps", type=float, default=30.0, help="camera rate for the latency run (default 30)")
     add_common(parser)
+    parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                        help="instead: run a looping 30 FPS camera-like stream this long and report memory, "
+                             "frame rate, queue depths and threads over time")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -147,6 +150,50 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
 
 
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def soak(frames, engine, landmarker, seconds: float, fps: float, max_faces: int = 1) -> dict:
+    """A looping camera-like stream for ``seconds``: memory after warm-up, frame rate per window,
+    queue depths and thread count."""
+    import threading
+
+    from deocc_live.capture import MemorySource
+    from deocc_live.pipeline import Pipeline, PipelineOptions
+
+    warmup = min(10.0, seconds / 4)
+    repeat = int(seconds * fps / len(frames)) + 2
+    source = MemorySource(frames, fps=fps, paced=True, repeat=repeat)
+    pipeline = Pipeline(source, engine, landmarker, [], PipelineOptions(max_faces=max_faces))
+    samples = []
+    start = time.monotonic()
+    with pipeline:
+        while (elapsed := time.monotonic() - start) < seconds:
+            time.sleep(min(1.0, seconds / 20))
+            samples.append({"t": round(elapsed, 1), "rss_mb": round(rss_mb(), 1), "frames": pipeline.frames_out,
+                            "fps": round(pipeline.stats.fps(), 1), "queued": sum(pipeline.queue_depths().values()),
+                            "threads": threading.active_count()})
+    steady = [s for s in samples if s["t"] >= warmup] or samples
+    first, last = steady[0], steady[-1]
+    rates = [s["fps"] for s in steady]
+    return {
+        "seconds": round(samples[-1]["t"], 1), "warmup_s": warmup, "camera_fps": fps,
+        "rss_mb": {"after_warmup": first["rss_mb"], "end": last["rss_mb"], "max": max(s["rss_mb"] for s in steady)},
+        "rss_growth_pct": round(100 * (last["rss_mb"] - first["rss_mb"]) / first["rss_mb"], 2),
+        "fps": {"min": min(rates), "median": float(np.median(rates)), "max": max(rates)},
+        "frames_out": last["frames"], "max_queued": max(s["queued"] for s in steady),
+        "threads": {"after_warmup": first["threads"], "end": last["threads"]},
+        "machine": machine(),
+    }
+
+
 def run(args) -> int:
     from deocc_live.landmark_model import resolve
 
@@ -158,6 +205,13 @@ def run(args) -> int:
     if len(frames) < 10:
         raise ValueError(f"need at least 10 frames, got {len(frames)}")
     engine = open_engine_for(args)
+    if args.soak:
+        try:
+            result = soak(frames, engine, landmarker, args.soak, args.fps, args.max_faces)
+        finally:
+            engine.close()
+        print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+        return 0
     try:
         spec = engine.spec
         crop = np.zeros((1, 3, spec.crop_size, spec.crop_size), np.float32)
