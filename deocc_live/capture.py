@@ -86,7 +86,12 @@ class CameraSource(Source):
         self._closed = False
 
     def _open(self):
-        capture = cv2.VideoCapture(self.index)
+        quiet = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our own message says it better
+        try:
+            capture = cv2.VideoCapture(self.index)
+        finally:
+            cv2.utils.logging.setLogLevel(quiet)
         if not capture.isOpened():
             capture.release()
             return None
