@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preview", action="store_true", help="show a preview window")
     parser.add_argument("--show-mask", action="store_true", help="overlay the occlusion mask (debug)")
     parser.add_argument("--no-smoothing", action="store_true", help="no temporal smoothing of landmarks and faces")
-    parser.add_argument("--smoothing", type=float, default=0.7, help="temporal smoothing strength 0-0.95 (default 0.7)")
+    parser.add_argument("--smoothing", type=float, default=0.8, help="temporal smoothing strength 0-0.95 (default 0.8)")
     parser.add_argument("--feather", type=float, default=0.015, help="mask feather in crop widths (default 0.015)")
     parser.add_argument("--off", action="store_true", help="start with the effect off")
     parser.add_argument("--virtual-camera", action=argparse.BooleanOptionalAction, default=None,

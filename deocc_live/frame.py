@@ -28,4 +28,5 @@ class Frame:
     faces: list[Face] = field(default_factory=list)
     source_name: str = ""                    # file name for file and folder sources
     output: np.ndarray | None = None         # the frame to show/send (the input when off)
+    enabled: bool = True                     # the effect's state when this frame was generated
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds

@@ -1,4 +1,4 @@
-"""The pipeline: capture -> track+align -> generate+smooth+blend -> outputs, on their own
+"""The pipeline: capture -> track+align -> generate+smooth -> blend+outputs, on their own
 threads joined by small queues. Live sources drop the oldest frame when a stage falls behind
 (lower frame rate, never growing latency); file sources never drop a frame.
 
@@ -62,7 +62,7 @@ class DropOldestQueue:
 class PipelineOptions:
     max_faces: int = 1
     enabled: bool = True
-    smoothing: float = 0.7
+    smoothing: float = 0.8
     landmark_smoothing: bool = True
     feather: float = 0.015
     show_mask: bool = False
@@ -116,7 +116,7 @@ class Pipeline:
         drop = source.live
         self._tracked = DropOldestQueue(self.options.queue_size, drop)
         self._captured = DropOldestQueue(self.options.queue_size, drop)
-        self._blended = DropOldestQueue(self.options.queue_size, drop)
+        self._generated = DropOldestQueue(self.options.queue_size, drop)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.frames_out = 0
@@ -190,6 +190,12 @@ class Pipeline:
         self._captured.put(_END, self._stop)
 
     def _track_loop(self):
+        try:
+            self._track_frames()
+        finally:
+            self.track.close()  # on this thread, after its last detect: never under a running call
+
+    def _track_frames(self):
         while True:
             frame = self._captured.get(self._stop)
             if frame is _END:
@@ -210,13 +216,13 @@ class Pipeline:
         while True:
             frame = self._tracked.get(self._stop)
             if frame is _END:
-                self._blended.put(_END, self._stop)
+                self._generated.put(_END, self._stop)
                 return
-            enabled = self.options.enabled
+            frame.enabled = self.options.enabled
             start = now_ms()
             with self._engine_lock:
                 generate = self.generate
-            if enabled and generate is not None and frame.faces:
+            if frame.enabled and generate is not None and frame.faces:
                 try:
                     generate(frame)
                 except (RuntimeError, ValueError, OSError) as error:
@@ -224,27 +230,27 @@ class Pipeline:
                     frame.faces = []
             generated = now_ms()
             self.smooth(frame)
-            smoothed = now_ms()
-            self.blend(frame, enabled=enabled)
             frame.timings["generate"] = generated - start
-            frame.timings["smooth"] = smoothed - generated
-            frame.timings["blend"] = now_ms() - smoothed
-            self._blended.put(frame, self._stop)
+            frame.timings["smooth"] = now_ms() - generated
+            self._generated.put(frame, self._stop)
 
     def _output_loop(self):
         while True:
-            frame = self._blended.get(self._stop)
+            frame = self._generated.get(self._stop)
             if frame is _END:
                 self.finished.set()
                 return
             start = now_ms()
+            self.blend(frame, enabled=frame.enabled)
+            blended = now_ms()
             for output in self.outputs:
                 try:
                     output.write(frame)
                 except (OSError, RuntimeError, ValueError) as error:
                     self._report(f"output failed: {error}")
             done = now_ms()
-            frame.timings["output"] = done - start
+            frame.timings["blend"] = blended - start
+            frame.timings["output"] = done - blended
             frame.timings["end_to_end"] = done - frame.captured_ms
             self.stats.add(frame, done)
             self.latest = frame
@@ -270,14 +276,12 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.01))
-        if not any(t.name == "deocc-track" and t.is_alive() for t in self._threads):
-            self.track.close()
 
     def alive_threads(self) -> list[str]:
         return [t.name for t in self._threads if t.is_alive()]
 
     def queue_depths(self) -> dict[str, int]:
-        return {"captured": self._captured.qsize(), "tracked": self._tracked.qsize(), "blended": self._blended.qsize()}
+        return {"captured": self._captured.qsize(), "tracked": self._tracked.qsize(), "generated": self._generated.qsize()}
 
     def __enter__(self):
         return self.start()

@@ -6,7 +6,7 @@ from deocc_live.frame import Frame
 
 
 class SmoothStage:
-    def __init__(self, strength: float = 0.7, reset_motion: float = 0.02):
+    def __init__(self, strength: float = 0.8, reset_motion: float = 0.02):
         self.strength = strength          # weight of the past, 0 = off
         self.reset_motion = reset_motion  # crop widths per frame that count as fast motion
         self._state: dict[int, tuple] = {}

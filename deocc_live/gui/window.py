@@ -122,7 +122,7 @@ class MainWindow(QMainWindow):
 
         tune_box = QGroupBox("Tuning")
         tune = QFormLayout(tune_box)
-        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=95, value=70)
+        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=95, value=80)
         self.smoothing_slider.valueChanged.connect(lambda v: self._pipeline_call("set_smoothing", v / 100))
         self.feather_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=60, value=15)
         self.feather_slider.valueChanged.connect(lambda v: self._pipeline_call("set_feather", v / 1000))
@@ -165,7 +165,7 @@ class MainWindow(QMainWindow):
     def _restore_settings(self):
         s = self.settings
         self.engine_path = s.value("engine", "", type=str) or None
-        self.smoothing_slider.setValue(s.value("smoothing", 70, type=int))
+        self.smoothing_slider.setValue(s.value("smoothing", 80, type=int))
         self.feather_slider.setValue(s.value("feather", 15, type=int))
         self.max_faces.blockSignals(True)
         self.max_faces.setValue(s.value("max_faces", 1, type=int))

@@ -1,0 +1,60 @@
+"""`deocc-train quantize`: static int8 quantisation of an exported generator (ONNX Runtime, QDQ,
+per-channel weights), calibrated on real aligned face crops from the validation split."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from trainer.pairs import list_pairs, read_pair
+
+
+class _CropReader:
+    def __init__(self, batches):
+        self._batches = iter(batches)
+
+    def get_next(self):
+        batch = next(self._batches, None)
+        return None if batch is None else {"image": batch}
+
+
+def calibration_batches(data: str | Path, size: int, count: int = 256, split: str = "validation"):
+    from trainer.evaluate import _to_input
+
+    pairs = list_pairs(data, split)[:count]
+    if not pairs:
+        raise FileNotFoundError(f"no {split} pairs under {data} to calibrate on")
+    images = [loaded[0] for loaded in (read_pair(p, size) for p in pairs) if loaded is not None]
+    return [_to_input(images[i:i + 1]) for i in range(len(images))]
+
+
+def quantize(onnx_path: str | Path, data: str | Path, out: str | Path, count: int = 256) -> dict:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from engines.metadata import KEY
+    from trainer.util import atomic_write_bytes
+
+    model = onnx.load(str(onnx_path))
+    metadata = json.loads({p.key: p.value for p in model.metadata_props}[KEY])
+    size = metadata["crop_size"]
+    out = Path(out)
+    prepared = out.with_name(f".{out.stem}.prep.onnx")
+    quantized = out.with_name(f".{out.stem}.q.onnx")
+    try:
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(quantized), _CropReader(calibration_batches(data, size, count)),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        op_types_to_quantize=["Conv"])
+        result = onnx.load(str(quantized))
+        del result.metadata_props[:]
+        entry = result.metadata_props.add()
+        entry.key, entry.value = KEY, json.dumps({**metadata, "precision": "int8"})
+        atomic_write_bytes(out, result.SerializeToString())
+    finally:
+        prepared.unlink(missing_ok=True)
+        quantized.unlink(missing_ok=True)
+    return {"out": str(out), "calibration_crops": count}
