@@ -193,3 +193,17 @@ def test_torchrun_ddp_on_cpu(tiny_pairs, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world 2" in result.stdout
     assert checkpoint.load(tmp_path / "ddp" / "last.ckpt")["step"] == 2
+
+
+def test_int8_quantisation_keeps_the_contract(tiny_pairs, tiny_onnx, tmp_path):
+    from engines import open_engine
+
+    out = tmp_path / "int8.onnx"
+    result = _train("quantize", "--onnx", str(tiny_onnx), "--data", str(tiny_pairs), "--out", str(out), "--count", "8")
+    assert result.returncode == 0, result.stderr[-2000:]
+    batch = np.random.default_rng(0).uniform(-1, 1, (2, 3, 128, 128)).astype(np.float32)
+    with open_engine(out) as quantized, open_engine(tiny_onnx) as reference:
+        assert quantized.spec.precision == "int8"
+        fast, slow = quantized.infer(batch), reference.infer(batch)
+    assert fast[0].shape == slow[0].shape and fast[1].shape == slow[1].shape
+    assert np.abs(fast[1] - slow[1]).mean() < 0.1

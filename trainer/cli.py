@@ -65,6 +65,13 @@ def cmd_export(args):
           f"{result['max_abs_diff']:.2e}")
 
 
+def cmd_quantize(args):
+    from trainer.quantize import quantize
+
+    result = quantize(args.onnx, args.data, args.out, count=args.count)
+    print(f"wrote {result['out']} (int8, calibrated on {result['calibration_crops']} validation crops)")
+
+
 def cmd_build_engine(args):
     from engines.tensorrt_build import build_engine
 
@@ -96,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--no-check", action="store_true")
     export.set_defaults(handler=cmd_export)
+
+    quantize = sub.add_parser("quantize", help="ONNX -> int8 ONNX, calibrated on real face crops")
+    quantize.add_argument("--onnx", required=True)
+    quantize.add_argument("--data", required=True, help="pairs folder (its validation split calibrates)")
+    quantize.add_argument("--out", required=True)
+    quantize.add_argument("--count", type=int, default=256)
+    quantize.set_defaults(handler=cmd_quantize)
 
     engine = sub.add_parser("build-engine", help="ONNX -> TensorRT plan with our metadata header")
     engine.add_argument("--onnx", required=True)
