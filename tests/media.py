@@ -42,8 +42,12 @@ def place_face(face: np.ndarray, size: tuple[int, int], scale: float = 1.6, offs
     ramp = np.clip(np.minimum(np.arange(w), np.arange(w)[::-1]) / edge, 0, 1)
     ramp_y = np.clip(np.minimum(np.arange(h), np.arange(h)[::-1]) / edge, 0, 1)
     fade = np.minimum(ramp[None, :], ramp_y[:, None])[..., None]
-    region = frame[y0:y0 + h, x0:x0 + w].astype(np.float32)
-    frame[y0:y0 + h, x0:x0 + w] = (region * (1 - fade) + big * fade).astype(np.uint8)
+    # Clip to the frame: a face may stand partly outside it.
+    fx0, fy0 = max(x0, 0), max(y0, 0)
+    fx1, fy1 = min(x0 + w, size[0]), min(y0 + h, size[1])
+    part = (slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0))
+    region = frame[fy0:fy1, fx0:fx1].astype(np.float32)
+    frame[fy0:fy1, fx0:fx1] = (region * (1 - fade[part]) + big[part] * fade[part]).astype(np.uint8)
     return frame, (x0, y0, x0 + w, y0 + h)
 
 

@@ -1,0 +1,82 @@
+"""Odd pictures and odd faces: each is processed or passed through, never a crash."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from deocc_live.capture import MemorySource
+from deocc_live.landmark_model import resolve
+from deocc_live.pipeline import Pipeline, PipelineOptions
+from engines import open_engine
+from media import face_files, place_face
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_frames(images, engine_path, max_faces=1):
+    with open_engine(engine_path) as engine:
+        pipeline = Pipeline(MemorySource(images), engine, resolve(), [], PipelineOptions(max_faces=max_faces))
+        outputs = []
+        pipeline.on_frame = lambda f: outputs.append(f)
+        with pipeline:
+            assert pipeline.wait(120)
+    return outputs
+
+
+@pytest.mark.parametrize("kind", ["one_pixel", "huge", "u16", "rgba", "gray", "odd_size"])
+def test_odd_images_through_the_cli(kind, tmp_path, generator_onnx):
+    face = cv2.imread(str(face_files(1)[0]))
+    images = {
+        "one_pixel": np.full((1, 1, 3), 128, np.uint8),
+        "huge": cv2.resize(face, (8000, 8000), interpolation=cv2.INTER_NEAREST),
+        "u16": face.astype(np.uint16) * 257,
+        "rgba": cv2.cvtColor(face, cv2.COLOR_BGR2BGRA),
+        "gray": cv2.cvtColor(face, cv2.COLOR_BGR2GRAY),
+        "odd_size": cv2.resize(face, (333, 211)),
+    }
+    source, out = tmp_path / f"{kind}.png", tmp_path / f"out_{kind}.png"
+    cv2.imwrite(str(source), images[kind])
+    result = subprocess.run([sys.executable, "-m", "deocc_live.cli", "--input", str(source), "--output", str(out),
+                             "--engine", str(generator_onnx)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-1500:]
+    written = cv2.imread(str(out))
+    height, width = images[kind].shape[:2]
+    assert written.shape == (height, width, 3)
+
+
+def test_frames_without_faces_pass_through_unchanged(generator_onnx):
+    blank = [np.full((240, 320, 3), value, np.uint8) for value in (0, 90, 255)]
+    outputs = run_frames(blank, generator_onnx)
+    assert len(outputs) == 3
+    for frame in outputs:
+        assert not frame.faces and np.array_equal(frame.output, frame.image)
+
+
+def test_face_at_the_border_small_and_large(generator_onnx):
+    face = cv2.imread(str(face_files(1)[0]))
+    frames = [
+        place_face(face, (640, 480), scale=1.6, offset=(250, 0))[0],  # partly out of the frame
+        place_face(face, (1280, 720), scale=0.45)[0],                # small
+        place_face(face, (700, 700), scale=3.4)[0],                  # fills the frame
+    ]
+    outputs = run_frames(frames, generator_onnx)
+    assert len(outputs) == 3
+    for frame in outputs:
+        assert frame.output.shape == frame.image.shape
+
+
+def test_more_faces_than_max_faces(generator_onnx):
+    faces = [cv2.imread(str(p)) for p in face_files(3)]
+    canvas = np.full((360, 960, 3), 120, np.uint8)
+    for index, face in enumerate(faces):
+        canvas[80:280, 40 + index * 320:240 + index * 320] = face
+    one = run_frames([canvas] * 3, generator_onnx, max_faces=1)
+    many = run_frames([canvas] * 3, generator_onnx, max_faces=3)
+    assert max(len(f.faces) for f in one) == 1
+    assert max(len(f.faces) for f in many) == 3
+    assert len({face.track_id for face in many[-1].faces}) == 3
