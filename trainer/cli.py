@@ -60,7 +60,19 @@ def cmd_eval(args):
 def cmd_export(args):
     from trainer.export import export_onnx
 
-    result = export_onnx(args.ckpt, args.onnx, opset=args.opset, check=not args.no_check)
+    report = json.loads(open(args.eval_report).read()) if args.eval_report else None
+    evaluation = None
+    if report:
+        evaluation = {"images": report["images"], "split": report["split"], "metrics": report["metrics"],
+                      "gain_over_telea_db": report["gain_over_telea_db"]}
+    result = export_onnx(args.ckpt, args.onnx, opset=args.opset, check=not args.no_check, evaluation=evaluation)
+    if args.card:
+        if not report:
+            raise ValueError("--card needs --eval-report")
+        from trainer import checkpoint
+        from trainer.card import write_card
+
+        write_card(checkpoint.load(args.ckpt), report, args.onnx, args.card)
     print(f"wrote {args.onnx}: crop {result['crop_size']}px, max abs difference to torch "
           f"{result['max_abs_diff']:.2e}")
 
@@ -102,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--onnx", required=True)
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--no-check", action="store_true")
+    export.add_argument("--eval-report", help="eval.json from `deocc-train eval`: its summary goes into the metadata")
+    export.add_argument("--card", help="also write the model card (Markdown) here; needs --eval-report")
     export.set_defaults(handler=cmd_export)
 
     quantize = sub.add_parser("quantize", help="ONNX -> int8 ONNX, calibrated on real face crops")

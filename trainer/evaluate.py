@@ -1,6 +1,7 @@
 """`deocc-train eval`: the test split scored for three rows in one table (the occluded input
-unchanged, OpenCV Telea inpainting given the TRUE mask, our model), written as JSON, Markdown
-and a PNG grid (occluded input / ours / truth / Telea)."""
+unchanged, OpenCV Telea inpainting given the TRUE mask, our model as the app composites it),
+written as JSON, Markdown and a PNG grid (occluded input / ours / truth / Telea). The mask IoU is
+the raw predicted mask (> 0.5) against the true one."""
 from __future__ import annotations
 
 import json
@@ -70,6 +71,9 @@ def run(config: EvalConfig) -> dict:
         pairs = pairs[: config.limit]
     if not pairs:
         raise FileNotFoundError(f"no {config.split} pairs under {config.data}")
+    from deocc_live.blend import BlendStage
+
+    app_blend = BlendStage()  # "ours" is what the app shows: its mask growth, feather and edge fade
     scores = {row: [] for row in ROWS}
     ious, grid_rows, skipped = [], [], 0
     for start in progress(range(0, len(pairs), config.batch), desc="eval"):
@@ -88,7 +92,7 @@ def run(config: EvalConfig) -> dict:
                 continue
             source = occluded[i].astype(np.float64) / 255
             telea = cv2.inpaint(occluded[i], covered.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA).astype(np.float64) / 255
-            alpha = occlusion[i, 0][..., None].astype(np.float64)
+            alpha = app_blend.mask_for(np.ascontiguousarray(occlusion[i, 0], dtype=np.float32))[..., None].astype(np.float64)
             ours = alpha * restored_bgr[i] + (1 - alpha) * source
             for row, prediction in zip(ROWS, (source, telea, ours)):
                 scores[row].append(image_metrics(prediction, truth, covered))

@@ -1,0 +1,74 @@
+"""The model card that ships beside the generator: data, training, evaluation, how to reproduce."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path, grid_name: str = "eval_grid.png") -> None:
+    from trainer.util import atomic_write_bytes
+
+    config, model, data = state["config"], state["model"], state.get("data", {})
+    summary_path = Path(config["data"]) / "summary.json"
+    synth = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    counts = synth.get("counts", {})
+    hours = state.get("elapsed_s", 0.0) / 3600
+    gain = report["gain_over_telea_db"]
+    ours, telea = report["metrics"]["ours"], report["metrics"]["telea"]
+    lines = [
+        "# deocc-live generator: model card",
+        "",
+        f"`{Path(onnx_path).name}`: the attention U-Net generator (ResNet encoder blocks, inverted-residual decoder "
+        f"blocks, skips fused by spatial attention, tanh image head and sigmoid occlusion head), "
+        f"{model.get('parameters', 0):,} parameters (width {model['width']}), {model['size']} px aligned crops, "
+        "ONNX opset 17, fp32. Input `image` [N, 3, S, S] RGB in [-1, 1]; outputs `restored` (same) and `occlusion` "
+        "[N, 1, S, S] in [0, 1]. The metadata (`deocc` key) repeats all of this.",
+        "",
+        "## Data",
+        "",
+        f"Faces from `../shared/data/faces` (UTKFace, CelebA crops, web crops: research use only), "
+        f"{synth.get('faces', '?')} pictures, aligned by the app's own alignment with MediaPipe landmarks: "
+        f"{counts.get('train', '?')} train, {counts.get('validation', '?')} validation, {counts.get('test', '?')} test "
+        f"(split by a hash of the file name), {synth.get('skipped', '?')} skipped (no face found or too small). "
+        "Occluders from `../shared/data/occluders` (MaskTheFace masks, glasses, hands, cups, phones, scarves, caps) "
+        "and drawn procedurally (microphones, cups, bottles, phones, hands, scarves); a fresh occluder for every "
+        f"training sample ({'online' if data.get('online_occlusion') else 'fixed pairs'}).",
+        "",
+        "## Training",
+        "",
+        f"{state['step']:,} steps of batch {config['batch']} ({state['step'] * config['batch']:,} samples), "
+        f"{hours:.2f} h of training time on a 2-core CPU (bf16 autocast, channels-last). Loss "
+        f"{config['rec']}·L1 (×{1 + config['hole']:.0f} where covered) + {config['ssim']}·(1 − SSIM) + "
+        f"{config['adv']}·adversarial (PatchGAN-style DCGAN discriminator from step {config['adv_start']:,}) + "
+        f"{config['mask']}·(BCE + Dice) on the mask; Adam lr {config['lr']}; the exported weights are the EMA "
+        f"({config['ema']}). Trainer commit `{state.get('trainer_commit', 'unknown')}`.",
+        "",
+        f"## Evaluation: {report['images']} test crops",
+        "",
+        "Whole crop and covered region (the true occluder mask); our row is the composite the app shows "
+        "(`m·restored + (1 − m)·input`, m the predicted mask grown, feathered and faded at the crop edge as the "
+        "app's blend does), Telea is given the true mask; IoU is the raw predicted mask (> 0.5) against the true one.",
+        "",
+        report["markdown"],
+        "",
+        f"Covered region: **{gain['hole_psnr']:+.2f} dB PSNR** over Telea, SSIM {ours['hole_ssim']:.3f} against "
+        f"{telea['hole_ssim']:.3f}; mask IoU {ours['iou']:.3f}.",
+        "",
+        f"![occluded input / ours / truth / Telea]({grid_name})",
+        "",
+        "*Columns: occluded input, ours, truth, Telea given the true mask.*",
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        "deocc-train synth --faces ../shared/data/faces --occluders ../shared/data/occluders --out data/pairs",
+        f"deocc-train fit --data data/pairs --out runs/main --steps {config['steps']} --adv-start {config['adv_start']}",
+        "deocc-train eval --data data/pairs --model runs/main/last.ckpt --out runs/main/eval",
+        "deocc-train export --ckpt runs/main/last.ckpt --onnx assets/deocc_gen.onnx --eval-report runs/main/eval/eval.json --card assets/MODEL_CARD.md",
+        "```",
+        "",
+        "`trainer/resume/main.ckpt` is the checkpoint this model came from (copy it to `runs/main/last.ckpt` "
+        "and add `--resume` to continue training).",
+        "",
+    ]
+    atomic_write_bytes(out, "\n".join(lines).encode())
