@@ -207,3 +207,23 @@ def test_int8_quantisation_keeps_the_contract(tiny_pairs, tiny_onnx, tmp_path):
         fast, slow = quantized.infer(batch), reference.infer(batch)
     assert fast[0].shape == slow[0].shape and fast[1].shape == slow[1].shape
     assert np.abs(fast[1] - slow[1]).mean() < 0.1
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_run, tmp_path, monkeypatch):
+    import errno
+
+    from trainer import util
+
+    target = tmp_path / "last.ckpt"
+    target.write_bytes((tiny_run / "last.ckpt").read_bytes())
+    before = target.read_bytes()
+
+    def full(_fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(util.os, "fsync", full)
+    state = checkpoint.load(target)
+    with pytest.raises(OSError):
+        checkpoint.save(target, {k: v for k, v in state.items() if k != "format"})
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
