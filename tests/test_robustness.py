@@ -80,3 +80,31 @@ def test_more_faces_than_max_faces(generator_onnx):
     assert max(len(f.faces) for f in one) == 1
     assert max(len(f.faces) for f in many) == 3
     assert len({face.track_id for face in many[-1].faces}) == 3
+
+
+def test_second_look_finds_covered_faces_the_whole_frame_misses():
+    """Real people in face masks (occluded_real): some are missed in a whole 720p frame; the
+    tracker's closer second look finds them."""
+    from deocc_live.frame import Frame
+    from deocc_live.landmarks import FaceLandmarks
+    from deocc_live.track import TrackStage
+    from media import DATA, background
+
+    backdrop = background((1280, 720))
+    frames = []
+    with FaceLandmarks(resolve()) as whole:
+        for path in sorted((DATA / "occluded_real" / "masked_crops").glob("*"))[:150]:
+            picture = cv2.imread(str(path))
+            big = cv2.resize(picture, (300, int(300 * picture.shape[0] / picture.shape[1])))[:500]
+            frame = backdrop.copy()
+            frame[200:200 + big.shape[0], 500:800] = big
+            if len(whole.detect(frame)) == 0:
+                frames.append(frame)
+    assert frames, "every face was found in the whole frame"
+    found = 0
+    for index, frame in enumerate(frames):
+        stage = TrackStage(resolve())
+        found += len(stage(Frame(image=frame, index=0, time_ms=0)).faces) > 0
+        stage.close()
+    print(f"second look found {found} of {len(frames)} faces missed in the whole frame")
+    assert found >= len(frames) // 4
