@@ -165,3 +165,20 @@ def test_missing_landmark_model_says_where_to_put_it(clip, generator_onnx, tmp_p
     line = _one_line_error(deocc("--input", clip[0], "--output", tmp_path / "o.mp4", "--engine", generator_onnx,
                                  "--landmarker", bad, env=env))
     assert "sha256" in line
+
+
+def test_sigusr1_toggles_the_effect_and_sigterm_stops(clip, generator_onnx, tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "deocc_live.cli", "--input", str(clip[0]), "--loop", "--output",
+                                str(tmp_path / "o.mp4"), "--engine", str(generator_onnx)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(5)
+    process.send_signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _out, err = process.communicate(timeout=30)
+    assert time.monotonic() - started < 3.0
+    assert "effect off" in err and "effect on" in err
+    assert err.index("effect off") < err.index("effect on")
