@@ -151,8 +151,8 @@ class Pipeline:
             self.align = AlignStage(engine.spec.crop_size) if engine is not None else None
             self.generate = GenerateStage(engine) if engine is not None else None
             self.smooth.reset()
-        if old is not None and old is not engine:
-            old.close()
+            if old is not None and old is not engine:
+                old.close()
 
     # Threads.
     def start(self) -> "Pipeline":
@@ -220,14 +220,14 @@ class Pipeline:
                 return
             frame.enabled = self.options.enabled
             start = now_ms()
+            # Under the lock: set_engine() never closes an engine in the middle of its run.
             with self._engine_lock:
-                generate = self.generate
-            if frame.enabled and generate is not None and frame.faces:
-                try:
-                    generate(frame)
-                except (RuntimeError, ValueError, OSError) as error:
-                    self._report(f"generator failed, passing frames through: {error}")
-                    frame.faces = []
+                if frame.enabled and self.generate is not None and frame.faces:
+                    try:
+                        self.generate(frame)
+                    except (RuntimeError, ValueError, OSError) as error:
+                        self._report(f"generator failed, passing frames through: {error}")
+                        frame.faces = []
             generated = now_ms()
             self.smooth(frame)
             frame.timings["generate"] = generated - start
