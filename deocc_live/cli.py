@@ -151,6 +151,7 @@ def _drive(pipeline, preview: bool) -> bool:
         return pipeline.source.live
     finally:
         pipeline.stop()
+        pipeline.set_engine(None)  # closes the engine once no inference is running
         if window is not None:
             window.close()
         for sig, handler in handlers.items():

@@ -116,6 +116,5 @@ class PipelineController(QObject):
         if self.pipeline is not None:
             pipeline, self.pipeline = self.pipeline, None
             pipeline.stop(timeout=1.0)
-            if pipeline.engine is not None:
-                pipeline.engine.close()
+            pipeline.set_engine(None)  # closes the engine once no inference is running
         self._pending.clear()
