@@ -40,7 +40,13 @@ def load_model(path: str | Path):
     from engines import open_engine
 
     engine = open_engine(path)
-    return engine.infer, engine.spec.crop_size
+
+    def run_engine(batch: np.ndarray):
+        step = engine.spec.max_batch
+        parts = [engine.infer(batch[i:i + step]) for i in range(0, len(batch), step)]
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(2))
+
+    return run_engine, engine.spec.crop_size
 
 
 def _to_input(images_bgr: list[np.ndarray]) -> np.ndarray:
