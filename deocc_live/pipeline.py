@@ -204,8 +204,7 @@ class Pipeline:
             start = now_ms()
             self.track(frame)
             tracked = now_ms()
-            with self._engine_lock:
-                align = self.align
+            align = self.align  # one attribute read; no lock (the generator holds it while it runs)
             if align is not None:
                 align(frame)
             frame.timings["track"] = tracked - start
