@@ -29,9 +29,9 @@ def find_asset(name: str) -> Path | None:
 
 def default_generator() -> Path:
     """The int8 generator where ONNX Runtime runs on the CPU, the fp32 one where it has CUDA."""
-    import onnxruntime
+    from engines.onnx_backend import has_cuda_provider
 
-    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+    if not has_cuda_provider():
         path = find_asset(CPU_GENERATOR)
         if path is not None:
             return path

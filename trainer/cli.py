@@ -66,6 +66,14 @@ def cmd_export(args):
         evaluation = {"images": report["images"], "split": report["split"], "metrics": report["metrics"],
                       "gain_over_telea_db": report["gain_over_telea_db"]}
     result = export_onnx(args.ckpt, args.onnx, opset=args.opset, check=not args.no_check, evaluation=evaluation)
+    if args.pt:
+        from engines.torch_backend import save_generator
+        from trainer import checkpoint
+        from trainer.export import metadata_for
+
+        state = checkpoint.load(args.ckpt)
+        save_generator(args.pt, checkpoint.generator_from(state), int(state["model"]["size"]), metadata_for(state, evaluation))
+        print(f"wrote {args.pt} (PyTorch weights and metadata)")
     if args.card:
         if not report:
             raise ValueError("--card needs --eval-report")
@@ -115,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--no-check", action="store_true")
     export.add_argument("--eval-report", help="eval.json from `deocc-train eval`: its summary goes into the metadata")
+    export.add_argument("--pt", help="also write a PyTorch generator file (.pt) for `deocc-live --engine`")
     export.add_argument("--card", help="also write the model card (Markdown) here; needs --eval-report")
     export.set_defaults(handler=cmd_export)
 
