@@ -227,3 +227,15 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_run, t
         checkpoint.save(target, {k: v for k, v in state.items() if k != "format"})
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_export_writes_a_pytorch_file_too(tiny_run, tmp_path):
+    from engines import open_engine
+
+    result = _train("export", "--ckpt", str(tiny_run / "last.ckpt"), "--onnx", str(tmp_path / "g.onnx"),
+                    "--pt", str(tmp_path / "g.pt"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    batch = np.random.default_rng(1).uniform(-1, 1, (1, 3, 128, 128)).astype(np.float32)
+    with open_engine(tmp_path / "g.pt") as torch_engine, open_engine(tmp_path / "g.onnx") as onnx_engine:
+        assert torch_engine.spec.backend == "pytorch"
+        assert np.abs(torch_engine.infer(batch)[0] - onnx_engine.infer(batch)[0]).max() < 1e-3
