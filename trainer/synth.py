@@ -103,6 +103,8 @@ def run(config: SynthConfig) -> dict:
     from deocc_live.landmark_model import resolve
 
     model_path = str(resolve(config.landmarker))
+    if not Path(config.occluders).is_dir():  # checked here: a failing pool initializer would respawn forever
+        raise FileNotFoundError(f"occluder folder not found: {config.occluders}")
     root = Path(config.faces)
     files = face_files(root)
     if config.limit:
