@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from deocc_live.generate import batch_to_images, crops_to_batch
 from trainer.configs import EvalConfig
 from trainer.metrics import image_metrics, mask_iou
 from trainer.pairs import list_pairs, read_pair
@@ -21,22 +22,7 @@ COLUMNS = ("mse", "psnr", "ssim", "hole_mse", "hole_psnr", "hole_ssim")
 
 def load_model(path: str | Path):
     """A callable RGB float batch [N, 3, S, S] in [-1, 1] -> (restored, occlusion) numpy, and
-    its crop size. Accepts our checkpoints and any model file our engines load."""
-    path = Path(path)
-    if path.suffix == ".ckpt":
-        import torch
-
-        from trainer import checkpoint
-
-        state = checkpoint.load(path)
-        generator = checkpoint.generator_from(state)
-
-        def run(batch: np.ndarray):
-            with torch.no_grad():
-                restored, occlusion = generator(torch.from_numpy(batch))
-            return restored.numpy(), occlusion.numpy()
-
-        return run, int(state["model"]["size"])
+    its crop size, for any file our engines load (checkpoints included)."""
     from engines import open_engine
 
     engine = open_engine(path)
@@ -47,15 +33,6 @@ def load_model(path: str | Path):
         return tuple(np.concatenate([p[k] for p in parts]) for k in range(2))
 
     return run_engine, engine.spec.crop_size
-
-
-def _to_input(images_bgr: list[np.ndarray]) -> np.ndarray:
-    batch = np.stack([img[..., ::-1] for img in images_bgr]).astype(np.float32) / 127.5 - 1.0
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-
-
-def _to_bgr01(batch_rgb: np.ndarray) -> np.ndarray:
-    return np.clip((batch_rgb.transpose(0, 2, 3, 1)[..., ::-1] + 1) / 2, 0, 1)
 
 
 def markdown_table(summary: dict) -> str:
@@ -89,8 +66,8 @@ def run(config: EvalConfig) -> dict:
         if not loaded:
             continue
         occluded, clean, masks = zip(*loaded)
-        restored, occlusion = model(_to_input(list(occluded)))
-        restored_bgr = _to_bgr01(restored)
+        restored, occlusion = model(crops_to_batch(list(occluded)))
+        restored_bgr = batch_to_images(restored)
         for i in range(len(loaded)):
             truth = clean[i].astype(np.float64) / 255
             covered = masks[i] > 127

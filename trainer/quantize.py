@@ -20,13 +20,13 @@ class _CropReader:
 
 
 def calibration_batches(data: str | Path, size: int, count: int = 256, split: str = "validation"):
-    from trainer.evaluate import _to_input
+    from deocc_live.generate import crops_to_batch
 
     pairs = list_pairs(data, split)[:count]
     if not pairs:
         raise FileNotFoundError(f"no {split} pairs under {data} to calibrate on")
     images = [loaded[0] for loaded in (read_pair(p, size) for p in pairs) if loaded is not None]
-    return [_to_input(images[i:i + 1]) for i in range(len(images))]
+    return [crops_to_batch(images[i:i + 1]) for i in range(len(images))]
 
 
 def quantize(onnx_path: str | Path, data: str | Path, out: str | Path, count: int = 256) -> dict:
