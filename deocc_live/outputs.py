@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from deocc_live.atomic import atomic_write_bytes
 from deocc_live.capture import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 CAMERA_LABEL = "Deocc Camera"
@@ -46,18 +47,12 @@ def _partial_name(path: Path) -> Path:
 
 
 def _atomic_image(path: Path, image: np.ndarray) -> None:
-    partial = _partial_name(path)
     ok, data = cv2.imencode(path.suffix, image)
     if not ok:
         raise OutputError(f"cannot encode {path.suffix} image")
     try:
-        with open(partial, "wb") as handle:
-            handle.write(data.tobytes())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
+        atomic_write_bytes(path, data.tobytes())
     except OSError as error:
-        partial.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
 
 

@@ -212,7 +212,7 @@ def test_int8_quantisation_keeps_the_contract(tiny_pairs, tiny_onnx, tmp_path):
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_run, tmp_path, monkeypatch):
     import errno
 
-    from trainer import util
+    from deocc_live import atomic
 
     target = tmp_path / "last.ckpt"
     target.write_bytes((tiny_run / "last.ckpt").read_bytes())
@@ -221,7 +221,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_run, t
     def full(_fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(util.os, "fsync", full)
+    monkeypatch.setattr(atomic.os, "fsync", full)
     state = checkpoint.load(target)
     with pytest.raises(OSError):
         checkpoint.save(target, {k: v for k, v in state.items() if k != "format"})

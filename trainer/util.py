@@ -1,34 +1,11 @@
-"""Small shared helpers: atomic writes and a progress bar."""
+"""Small shared helpers: atomic writes (the app's own) and a progress bar."""
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
-from pathlib import Path
 
+from deocc_live.atomic import atomic_write_bytes
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path`` (with the
-    permissions a plain open() would have given it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+__all__ = ["atomic_write_bytes", "progress"]
 
 
 def progress(iterable, total=None, desc="", **kwargs):
