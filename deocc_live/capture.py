@@ -1,6 +1,7 @@
 """Capture stage: frames from a webcam, a video file, an image file or a folder of images."""
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -57,8 +58,16 @@ class Source:
     size: tuple[int, int] = (0, 0)
     frame_count: int | None = None
 
+    def __init__(self):
+        self._halt = threading.Event()
+
     def frames(self):
         raise NotImplementedError
+
+    def halt(self) -> None:
+        """Ask ``frames()`` to end, from any thread. Only the thread iterating the frames
+        closes the source afterwards: releasing a capture under a running read aborts."""
+        self._halt.set()
 
     def close(self) -> None:
         pass
@@ -80,10 +89,10 @@ class CameraSource(Source):
                  reconnect: bool = True):
         self.index, self.requested_size, self.requested_fps = index, size, fps
         self.reconnect = reconnect
+        super().__init__()
         self._capture = self._open()
         if self._capture is None:
             raise SourceError(f"cannot open camera {index} (is it connected and free? try --camera N)")
-        self._closed = False
 
     def _open(self):
         quiet = cv2.utils.logging.getLogLevel()
@@ -110,7 +119,7 @@ class CameraSource(Source):
 
     def frames(self):
         index, backoff = 0, 0.25
-        while not self._closed:
+        while not self._halt.is_set():
             ok, image = self._capture.read() if self._capture is not None else (False, None)
             if ok:
                 backoff = 0.25
@@ -121,12 +130,13 @@ class CameraSource(Source):
                 return
             if self._capture is not None:
                 self._capture.release()
-            time.sleep(backoff)
+            if self._halt.wait(backoff):
+                return
             backoff = min(backoff * 2, 4.0)
             self._capture = self._open()
 
     def close(self) -> None:
-        self._closed = True
+        self._halt.set()
         if self._capture is not None:
             self._capture.release()
             self._capture = None
@@ -138,6 +148,7 @@ class VideoSource(Source):
             raise SourceError(f"input not found: {path}")
         if path.stat().st_size == 0:
             raise SourceError(f"input is empty: {path}")
+        super().__init__()
         self.path, self.loop = path, loop
         self._capture = cv2.VideoCapture(str(path))
         ok, first = self._capture.read() if self._capture.isOpened() else (False, None)
@@ -154,12 +165,12 @@ class VideoSource(Source):
     def frames(self):
         index, pending = 0, self._first
         while True:
-            while pending is not None:
+            while pending is not None and not self._halt.is_set():
                 yield Frame(image=pending, index=index, time_ms=index * 1000.0 / self.fps, source_name=self.path.name)
                 index += 1
                 ok, image = self._capture.read()
                 pending = to_bgr8(image) if ok else None
-            if not self.loop:
+            if not self.loop or self._halt.is_set():
                 return
             self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, image = self._capture.read()
@@ -173,6 +184,7 @@ class VideoSource(Source):
 
 class ImageSource(Source):
     def __init__(self, paths: list[Path], root: Path | None = None):
+        super().__init__()
         self.paths, self.root = paths, root
         self.failed: list[tuple[Path, str]] = []
         self.frame_count = len(paths)
@@ -186,6 +198,8 @@ class ImageSource(Source):
 
     def frames(self):
         for index, path in enumerate(self.paths):
+            if self._halt.is_set():
+                return
             if index == 0 and self._first is not None:
                 image = self._first
             else:
@@ -229,19 +243,16 @@ class MemorySource(Source):
         self.images, self.fps, self.live, self.repeat = images, fps, paced, repeat
         self.size = (images[0].shape[1], images[0].shape[0])
         self.frame_count = len(images) * repeat
-        self._closed = False
+        super().__init__()
 
     def frames(self):
         start = time.monotonic()
         for index in range(self.frame_count):
-            if self._closed:
+            if self._halt.is_set():
                 return
             if self.live:
                 delay = start + index / self.fps - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                if delay > 0 and self._halt.wait(delay):
+                    return
             image = self.images[index % len(self.images)]
             yield Frame(image=image, index=index, time_ms=now_ms() if self.live else index * 1000.0 / self.fps)
-
-    def close(self) -> None:
-        self._closed = True

@@ -81,7 +81,7 @@ def run_headless(args) -> int:
         raise ValueError("--max-faces must be at least 1")
     landmarker = resolve(args.landmarker)
     engine = open_engine_for(args)
-    source = None
+    source = pipeline = None
     outputs = []
     try:
         source = open_source(args.input if args.input else args.camera, size=args.size, fps=args.fps, loop=args.loop)
@@ -107,8 +107,8 @@ def run_headless(args) -> int:
             output.close(complete=False)
         raise
     finally:
-        if source is not None:
-            source.close()
+        if source is not None and pipeline is None:
+            source.close()  # a started pipeline's capture thread closes its source itself
         engine.close()
     for output in outputs:
         output.close(complete=complete)

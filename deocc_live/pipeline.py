@@ -175,6 +175,12 @@ class Pipeline:
         return run
 
     def _capture_loop(self):
+        try:
+            self._capture_frames()
+        finally:
+            self.source.close()  # on this thread, after its last read: never under a running read
+
+    def _capture_frames(self):
         frames = iter(self.source.frames())
         while True:
             start = now_ms()
@@ -271,7 +277,7 @@ class Pipeline:
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
-        self.source.close()
+        self.source.halt()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.01))
