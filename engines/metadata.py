@@ -58,3 +58,30 @@ def unpack_plan(data: bytes, where: str) -> tuple[dict, bytes]:
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise EngineError(f"{where}: corrupt metadata header") from None
     return validate(metadata, where), data[4 + length:]
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """'10.3.0.26' -> (10, 3, 0): the part of a TensorRT version a plan is tied to."""
+    parts = []
+    for piece in str(version).split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def plan_mismatch(metadata: dict, tensorrt_version: str, compute_capability: tuple[int, int], gpu: str) -> str | None:
+    """Why a plan built as ``metadata`` records cannot run on this GPU and TensorRT, or None.
+    A plan is tied to the TensorRT release that built it and to the GPU's compute capability;
+    asking TensorRT to load a foreign one only gives a log line and a null engine."""
+    built_version = metadata.get("tensorrt_version")
+    built_capability = metadata.get("compute_capability")
+    reasons = []
+    if built_version and _release(built_version) != _release(tensorrt_version):
+        reasons.append(f"TensorRT {built_version}, this is {tensorrt_version}")
+    if built_capability and tuple(built_capability) != tuple(compute_capability):
+        here = "".join(map(str, compute_capability))
+        reasons.append(f"a {metadata.get('gpu', 'GPU')} (sm_{''.join(map(str, built_capability))}), "
+                       f"this is a {gpu} (sm_{here})")
+    if not reasons:
+        return None
+    return "built for " + " and ".join(reasons)

@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from engines import Engine, EngineError, EngineSpec
-from engines.metadata import INPUT_NAME, OUTPUT_NAMES, unpack_plan
+from engines.metadata import INPUT_NAME, OUTPUT_NAMES, plan_mismatch, unpack_plan
 
 
 class TensorRTEngine(Engine):
     def __init__(self, path: Path, device: int = 0):
+        metadata, plan = unpack_plan(path.read_bytes(), str(path))  # a foreign file is named as such first
         try:
             import tensorrt as trt
         except ImportError:
@@ -23,16 +24,19 @@ class TensorRTEngine(Engine):
             raise EngineError(f"{path}: the TensorRT backend needs torch with CUDA for its buffers") from None
         if not torch.cuda.is_available():
             raise EngineError(f"{path}: no CUDA GPU available for TensorRT")
-        metadata, plan = unpack_plan(path.read_bytes(), str(path))
+        rebuild = f"rebuild it here with `deocc-train build-engine --onnx assets/deocc_gen.onnx --out {path}`"
+        mismatch = plan_mismatch(metadata, trt.__version__, torch.cuda.get_device_capability(device),
+                                 torch.cuda.get_device_name(device))
+        if mismatch:
+            raise EngineError(f"{path}: {mismatch}: {rebuild}")
         self._torch = torch
         self._device = torch.device("cuda", device)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
-            raise EngineError(f"{path}: TensorRT cannot load this plan (built for another GPU or TensorRT "
-                              f"version {metadata.get('tensorrt_version', '?')}; this is {trt.__version__}): rebuild it "
-                              "with `deocc-train build-engine`")
+            raise EngineError(f"{path}: TensorRT {trt.__version__} cannot load this plan (corrupt, or built for "
+                              f"another GPU or TensorRT): {rebuild}")
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         if sorted(names) != sorted([INPUT_NAME, *OUTPUT_NAMES]):
             raise EngineError(f"{path}: tensors {names} do not match the generator contract")

@@ -16,7 +16,10 @@ def build_engine(onnx_path: str | Path, out: str | Path, fp16: bool = True, max_
     except ImportError:
         raise EngineError("TensorRT is not installed here (pip install tensorrt on a machine with an NVIDIA GPU)") from None
     import onnx
+    import torch
 
+    if not torch.cuda.is_available():
+        raise EngineError("building a TensorRT plan needs an NVIDIA GPU (torch sees no CUDA device here)")
     from trainer.util import atomic_write_bytes
 
     onnx_path = Path(onnx_path)
@@ -43,9 +46,8 @@ def build_engine(onnx_path: str | Path, out: str | Path, fp16: bool = True, max_
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError("TensorRT failed to build the engine")
-    import torch
-
     metadata = {**metadata, "precision": "fp16" if fp16 else "fp32", "tensorrt_version": trt.__version__,
-                "max_batch": max_batch, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "unknown"}
+                "max_batch": max_batch, "gpu": torch.cuda.get_device_name(0),
+                "compute_capability": list(torch.cuda.get_device_capability(0))}  # what the plan is tied to
     atomic_write_bytes(out, pack_plan(metadata, bytes(serialized)))
     return {"crop_size": size, "precision": metadata["precision"], "max_batch": max_batch, "tensorrt": trt.__version__}

@@ -151,3 +151,27 @@ def test_pytorch_file_is_never_unpickled(tmp_path):
     with pytest.raises(EngineError):
         open_engine(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_plan_built_for_another_gpu_or_tensorrt_is_named_as_such():
+    """TensorRT itself only logs and returns no engine for a foreign plan; the header says why
+    before it is asked. (Loading a real plan is tested above where TensorRT and a GPU exist.)"""
+    from engines.metadata import plan_mismatch
+
+    built = {"tensorrt_version": "10.3.0.26", "compute_capability": [9, 0], "gpu": "NVIDIA H100 80GB HBM3"}
+    assert plan_mismatch(built, "10.3.0.26", (9, 0), "NVIDIA H100 PCIe") is None
+    assert plan_mismatch(built, "10.3.0", (9, 0), "NVIDIA H100") is None  # same release, other build tag
+    other_gpu = plan_mismatch(built, "10.3.0.26", (8, 9), "NVIDIA GeForce RTX 4090")
+    assert other_gpu == "built for a NVIDIA H100 80GB HBM3 (sm_90), this is a NVIDIA GeForce RTX 4090 (sm_89)"
+    other_trt = plan_mismatch(built, "10.5.0.18", (9, 0), "NVIDIA H100")
+    assert other_trt == "built for TensorRT 10.3.0.26, this is 10.5.0.18"
+    both = plan_mismatch(built, "8.6.1", (7, 5), "Tesla T4")
+    assert "TensorRT 10.3.0.26" in both and "sm_75" in both
+    assert plan_mismatch({}, "10.5.0", (8, 6), "RTX 3080") is None  # an older header: TensorRT decides
+
+
+def test_a_random_plan_is_refused_before_tensorrt_is_needed(tmp_path):
+    path = tmp_path / "gen.plan"
+    path.write_bytes(np.random.default_rng(3).bytes(4096))
+    with pytest.raises(EngineError, match="no deocc metadata header"):
+        open_engine(path)
