@@ -57,17 +57,30 @@ def test_frames_without_faces_pass_through_unchanged(generator_onnx):
         assert not frame.faces and np.array_equal(frame.output, frame.image)
 
 
-def test_face_at_the_border_small_and_large(generator_onnx):
+def turned(face: np.ndarray, squeeze: float = 0.35) -> np.ndarray:
+    """The face as if turned away: one side foreshortened by a perspective warp."""
+    h, w = face.shape[:2]
+    source = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    target = np.float32([[0, 0], [w * squeeze, h * 0.12], [w * squeeze, h * 0.88], [0, h]])
+    narrow = cv2.warpPerspective(face, cv2.getPerspectiveTransform(source, target), (w, h),
+                                 borderMode=cv2.BORDER_REPLICATE)
+    return narrow
+
+
+def test_face_at_the_border_small_large_and_turned(generator_onnx):
     face = cv2.imread(str(face_files(1)[0]))
     frames = [
         place_face(face, (640, 480), scale=1.6, offset=(250, 0))[0],  # partly out of the frame
         place_face(face, (1280, 720), scale=0.45)[0],                # small
         place_face(face, (700, 700), scale=3.4)[0],                  # fills the frame
+        place_face(turned(face), (640, 480), scale=1.6)[0],          # turned away, towards a profile
     ]
     outputs = run_frames(frames, generator_onnx)
-    assert len(outputs) == 3
+    assert len(outputs) == 4
     for frame in outputs:
         assert frame.output.shape == frame.image.shape
+        # Restored or passed through, never garbage: away from any face the frame is untouched.
+        assert np.array_equal(frame.output[:8, :8], frame.image[:8, :8])
 
 
 def test_more_faces_than_max_faces(generator_onnx):
