@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=float, default=30.0, help="camera rate for the latency run (default 30)")
     add_common(parser)
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
-                        help="instead: run a looping 30 FPS camera-like stream this long and report memory, "
-                             "frame rate, queue depths and threads over time")
+                        help="instead: play a looping video (--input, or one made at --fps) in real time this long "
+                             "and report memory, frame rate, queue depths and threads over time")
+    parser.add_argument("--soak-log", metavar="FILE", help="with --soak: write each once-a-second sample as a JSON line")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -45,6 +46,10 @@ def default_face() -> Path:
 
 
 def make_frames(face_path: Path, size: tuple[int, int], count: int, landmarker: Path) -> list[np.ndarray]:
+    return list(iter_frames(face_path, size, count, landmarker))
+
+
+def iter_frames(face_path: Path, size: tuple[int, int], count: int, landmarker: Path):
     """A clip of an occluded face: still for the first half (with sensor noise), then moving."""
     from deocc_live.landmarks import LOWER_FACE_OUTLINE, FaceLandmarks
 
@@ -57,7 +62,7 @@ def make_frames(face_path: Path, size: tuple[int, int], count: int, landmarker: 
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     backdrop = np.stack([60 + 80 * xx / width, 90 + 60 * yy / height, 140 - 50 * xx / width], axis=2).astype(np.uint8)
     with FaceLandmarks(landmarker) as finder:
-        frames, rng = [], np.random.default_rng(0)
+        rng = np.random.default_rng(0)
         for index in range(count):
             moving = max(0, index - count // 2)
             dx = int(width * 0.15 * np.sin(moving / 12.0))
@@ -72,8 +77,7 @@ def make_frames(face_path: Path, size: tuple[int, int], count: int, landmarker: 
                 outline = found[0][LOWER_FACE_OUTLINE]
             cv2.fillPoly(frame, [outline.astype(np.int32)], (200, 170, 120), cv2.LINE_AA)
             noise = rng.normal(0, 2.0, frame.shape)
-            frames.append(np.clip(frame + noise, 0, 255).astype(np.uint8))
-    return frames
+            yield np.clip(frame + noise, 0, 255).astype(np.uint8)
 
 
 def load_frames(path: Path, count: int) -> list[np.ndarray]:
@@ -160,36 +164,62 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def soak(frames, engine, landmarker, seconds: float, fps: float, max_faces: int = 1) -> dict:
-    """A looping camera-like stream for ``seconds``: memory after warm-up, frame rate per window,
-    queue depths and thread count."""
+def write_clip(frames, fps: float, path: Path, size: tuple[int, int]) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise OSError(f"cannot write the soak clip {path}")
+    try:
+        for image in frames:
+            writer.write(image)
+    finally:
+        writer.release()
+    return path
+
+
+def soak(video: Path, engine, landmarker, seconds: float, max_faces: int = 1, log=None) -> dict:
+    """A looping video played at its own rate, like a camera, for ``seconds``: memory after
+    warm-up, frame rate per window, queue depths and thread count, sampled once a second
+    (each sample also written to ``log`` as a JSON line when given)."""
     import threading
 
-    from deocc_live.capture import MemorySource
+    from deocc_live.capture import VideoSource
     from deocc_live.pipeline import Pipeline, PipelineOptions
 
-    warmup = min(10.0, seconds / 4)
-    repeat = int(seconds * fps / len(frames)) + 2
-    source = MemorySource(frames, fps=fps, paced=True, repeat=repeat)
+    warmup = min(60.0, seconds / 4)
+    source = VideoSource(video, loop=True, paced=True)
     pipeline = Pipeline(source, engine, landmarker, [], PipelineOptions(max_faces=max_faces))
     samples = []
     start = time.monotonic()
     with pipeline:
         while (elapsed := time.monotonic() - start) < seconds:
             time.sleep(min(1.0, seconds / 20))
-            samples.append({"t": round(elapsed, 1), "rss_mb": round(rss_mb(), 1), "frames": pipeline.frames_out,
-                            "fps": round(pipeline.stats.fps(), 1), "queued": sum(pipeline.queue_depths().values()),
-                            "threads": threading.active_count()})
+            sample = {"t": round(time.monotonic() - start, 1), "rss_mb": round(rss_mb(), 1),
+                      "frames": pipeline.frames_out, "dropped": pipeline.dropped, "fps": round(pipeline.stats.fps(), 1),
+                      "queued": sum(pipeline.queue_depths().values()), "threads": threading.active_count()}
+            samples.append(sample)
+            if log is not None:
+                log.write(json.dumps(sample) + "\n")
+                log.flush()
     steady = [s for s in samples if s["t"] >= warmup] or samples
     first, last = steady[0], steady[-1]
     rates = [s["fps"] for s in steady]
+    span = (last["t"] - first["t"]) or 1.0
+    windows = []  # mean frame rate over each tenth of the steady part, from frames delivered
+    for k in range(10):
+        lo, hi = first["t"] + span * k / 10, first["t"] + span * (k + 1) / 10
+        part = [s for s in steady if lo <= s["t"] <= hi]
+        if len(part) >= 2:
+            windows.append(round((part[-1]["frames"] - part[0]["frames"]) / ((part[-1]["t"] - part[0]["t"]) or 1.0), 2))
     return {
-        "seconds": round(samples[-1]["t"], 1), "warmup_s": warmup, "camera_fps": fps,
+        "seconds": round(samples[-1]["t"], 1), "warmup_s": warmup, "video_fps": source.fps,
+        "video": f"{video.name} {source.size[0]}x{source.size[1]}, looped",
         "rss_mb": {"after_warmup": first["rss_mb"], "end": last["rss_mb"], "max": max(s["rss_mb"] for s in steady)},
         "rss_growth_pct": round(100 * (last["rss_mb"] - first["rss_mb"]) / first["rss_mb"], 2),
         "fps": {"min": min(rates), "median": float(np.median(rates)), "max": max(rates)},
-        "frames_out": last["frames"], "max_queued": max(s["queued"] for s in steady),
-        "threads": {"after_warmup": first["threads"], "end": last["threads"]},
+        "fps_by_tenth": windows,
+        "frames_out": last["frames"], "frames_dropped": pipeline.dropped,
+        "max_queued": max(s["queued"] for s in steady),
+        "threads": {"after_warmup": first["threads"], "end": last["threads"], "max": max(s["threads"] for s in steady)},
         "machine": machine(),
     }
 
@@ -198,20 +228,34 @@ def run(args) -> int:
     from deocc_live.landmark_model import resolve
 
     landmarker = resolve(args.landmarker)
-    if args.input:
-        frames = load_frames(Path(args.input), args.frames)
-    else:
-        frames = make_frames(Path(args.face) if args.face else default_face(), args.size, args.frames, landmarker)
-    if len(frames) < 10:
-        raise ValueError(f"need at least 10 frames, got {len(frames)}")
-    engine = open_engine_for(args)
+    face = Path(args.face) if args.face else None
     if args.soak:
+        import tempfile
+
+        engine = open_engine_for(args)
         try:
-            result = soak(frames, engine, landmarker, args.soak, args.fps, args.max_faces)
+            with tempfile.TemporaryDirectory() as scratch:
+                # Played from a file, made frame by frame: memory figures are the pipeline's alone.
+                video = Path(args.input) if args.input else write_clip(
+                    iter_frames(face or default_face(), args.size, args.frames, landmarker), args.fps,
+                    Path(scratch) / "soak.mp4", args.size)
+                log = open(args.soak_log, "w") if args.soak_log else None
+                try:
+                    result = soak(video, engine, landmarker, args.soak, args.max_faces, log)
+                finally:
+                    if log is not None:
+                        log.close()
         finally:
             engine.close()
         print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
         return 0
+    if args.input:
+        frames = load_frames(Path(args.input), args.frames)
+    else:
+        frames = make_frames(face or default_face(), args.size, args.frames, landmarker)
+    if len(frames) < 10:
+        raise ValueError(f"need at least 10 frames, got {len(frames)}")
+    engine = open_engine_for(args)
     try:
         spec = engine.spec
         crop = np.zeros((1, 3, spec.crop_size, spec.crop_size), np.float32)

@@ -60,6 +60,7 @@ class Source:
 
     def __init__(self):
         self._halt = threading.Event()
+        self.on_notice = None  # called with a line of news (camera lost, back); the pipeline sets it
 
     def frames(self):
         raise NotImplementedError
@@ -72,6 +73,10 @@ class Source:
     def close(self) -> None:
         pass
 
+    def _notice(self, message: str) -> None:
+        if self.on_notice is not None:
+            self.on_notice(message)
+
     def __enter__(self):
         return self
 
@@ -79,28 +84,39 @@ class Source:
         self.close()
 
 
+def open_camera_device(index: int):
+    """cv2.VideoCapture on a camera index, without OpenCV's own warnings."""
+    quiet = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our own message says it better
+    try:
+        return cv2.VideoCapture(index)
+    finally:
+        cv2.utils.logging.setLogLevel(quiet)
+
+
 class CameraSource(Source):
-    """An OpenCV camera, reopened with back-off when it disappears; while it is gone the last
-    frame is not repeated: the pipeline simply receives nothing."""
+    """An OpenCV camera. When it disappears mid-stream (unplugged, taken by another app) it is
+    reopened with back-off (0.25 s doubling to 4 s) until it returns or the pipeline stops; the
+    outputs keep their last frame meanwhile. It may come back at another resolution: frames carry
+    their own size and the outputs scale to theirs. ``opener`` turns an index into a capture
+    (cv2.VideoCapture; tests give a stand-in, since no camera device can exist there)."""
 
     live = True
 
     def __init__(self, index: int = 0, size: tuple[int, int] | None = None, fps: float | None = None,
-                 reconnect: bool = True):
+                 reconnect: bool = True, opener=open_camera_device):
         self.index, self.requested_size, self.requested_fps = index, size, fps
-        self.reconnect = reconnect
+        self.reconnect, self.opener = reconnect, opener
         super().__init__()
+        self.reconnects = 0
         self._capture = self._open()
         if self._capture is None:
             raise SourceError(f"cannot open camera {index} (is it connected and free? try --camera N)")
 
     def _open(self):
-        quiet = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our own message says it better
-        try:
-            capture = cv2.VideoCapture(self.index)
-        finally:
-            cv2.utils.logging.setLogLevel(quiet)
+        capture = self.opener(self.index)
+        if capture is None:
+            return None
         if not capture.isOpened():
             capture.release()
             return None
@@ -115,21 +131,34 @@ class CameraSource(Source):
             return None
         self.size = (image.shape[1], image.shape[0])
         self.fps = capture.get(cv2.CAP_PROP_FPS) or self.requested_fps or 30.0
+        self._first = image
         return capture
 
     def frames(self):
-        index, backoff = 0, 0.25
+        index, backoff, lost_at = 0, 0.25, None
         while not self._halt.is_set():
-            ok, image = self._capture.read() if self._capture is not None else (False, None)
+            if self._capture is not None:
+                first, self._first = self._first, None
+                ok, image = (True, first) if first is not None else self._capture.read()
+            else:
+                ok, image = False, None
             if ok:
-                backoff = 0.25
+                if lost_at is not None:
+                    self.reconnects += 1
+                    self._notice(f"camera {self.index} is back after {time.monotonic() - lost_at:.1f} s "
+                                 f"({image.shape[1]}x{image.shape[0]})")
+                    lost_at, backoff = None, 0.25
                 yield Frame(image=to_bgr8(image), index=index, time_ms=now_ms())
                 index += 1
                 continue
             if not self.reconnect:
                 return
+            if lost_at is None:
+                lost_at = time.monotonic()
+                self._notice(f"camera {self.index} lost; reconnecting")
             if self._capture is not None:
                 self._capture.release()
+                self._capture = None
             if self._halt.wait(backoff):
                 return
             backoff = min(backoff * 2, 4.0)
@@ -143,13 +172,16 @@ class CameraSource(Source):
 
 
 class VideoSource(Source):
-    def __init__(self, path: Path, loop: bool = False):
+    """A video file. ``paced`` plays it at its own frame rate, as a camera would (then frames may be
+    dropped downstream, like a camera's); otherwise every frame is read as fast as it is consumed."""
+
+    def __init__(self, path: Path, loop: bool = False, paced: bool = False):
         if not path.is_file():
             raise SourceError(f"input not found: {path}")
         if path.stat().st_size == 0:
             raise SourceError(f"input is empty: {path}")
         super().__init__()
-        self.path, self.loop = path, loop
+        self.path, self.loop, self.live = path, loop, paced
         self._capture = cv2.VideoCapture(str(path))
         ok, first = self._capture.read() if self._capture.isOpened() else (False, None)
         if not ok:
@@ -163,10 +195,17 @@ class VideoSource(Source):
         self.frame_count = count if count > 0 else None
 
     def frames(self):
-        index, pending = 0, self._first
+        index, pending, start = 0, self._first, time.monotonic()
         while True:
             while pending is not None and not self._halt.is_set():
-                yield Frame(image=pending, index=index, time_ms=index * 1000.0 / self.fps, source_name=self.path.name)
+                if self.live:
+                    delay = start + index / self.fps - time.monotonic()
+                    if delay > 0 and self._halt.wait(delay):
+                        return
+                    if delay < -1.0:  # fell far behind (a stall): catch up instead of racing
+                        start = time.monotonic() - index / self.fps
+                time_ms = now_ms() if self.live else index * 1000.0 / self.fps
+                yield Frame(image=pending, index=index, time_ms=time_ms, source_name=self.path.name)
                 index += 1
                 ok, image = self._capture.read()
                 pending = to_bgr8(image) if ok else None
@@ -212,8 +251,9 @@ class ImageSource(Source):
             yield Frame(image=image, index=index, time_ms=index * 1000.0 / self.fps, source_name=name)
 
 
-def open_source(spec: str | int | None, size=None, fps=None, loop: bool = False) -> Source:
-    """A camera index (int or digits), a video file, an image file or a folder of images."""
+def open_source(spec: str | int | None, size=None, fps=None, loop: bool = False, realtime: bool = False) -> Source:
+    """A camera index (int or digits), a video file, an image file or a folder of images.
+    ``realtime`` plays a video at its own frame rate, like a camera."""
     if spec is None or isinstance(spec, int) or str(spec).isdigit():
         return CameraSource(int(spec or 0), size=size, fps=fps)
     path = Path(spec)
@@ -228,7 +268,7 @@ def open_source(spec: str | int | None, size=None, fps=None, loop: bool = False)
     if suffix in IMAGE_SUFFIXES:
         return ImageSource([path])
     if suffix in VIDEO_SUFFIXES:
-        return VideoSource(path, loop=loop)
+        return VideoSource(path, loop=loop, paced=realtime)
     raise SourceError(f"unsupported input type '{suffix}': {path} (images: {', '.join(sorted(IMAGE_SUFFIXES))}; "
                       f"videos: {', '.join(sorted(VIDEO_SUFFIXES))})")
 

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--virtual-camera", action=argparse.BooleanOptionalAction, default=None,
                         help="send to 'Deocc Camera' (default: on, unless --output is given)")
     parser.add_argument("--loop", action="store_true", help="loop a video input")
+    parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
+                        help="play a video input at its own frame rate, like a camera "
+                             "(default: on when there is no --output, e.g. a clip sent to the virtual camera)")
     parser.add_argument("--gui", action="store_true", help="open the desktop app")
     parser.add_argument("--version", action="version", version=_version())
     return parser
@@ -84,7 +87,9 @@ def run_headless(args) -> int:
     source = pipeline = None
     outputs = []
     try:
-        source = open_source(args.input if args.input else args.camera, size=args.size, fps=args.fps, loop=args.loop)
+        realtime = args.realtime if args.realtime is not None else not args.output
+        source = open_source(args.input if args.input else args.camera, size=args.size, fps=args.fps, loop=args.loop,
+                             realtime=realtime)
         if args.output:
             outputs.append(open_file_output(args.output, source))
         want_camera = args.virtual_camera if args.virtual_camera is not None else not args.output
@@ -112,6 +117,8 @@ def run_headless(args) -> int:
         engine.close()
     for output in outputs:
         output.close(complete=complete)
+    if pipeline.failed_outputs:
+        raise OutputError(pipeline.failed_outputs[0][1])
     failed = getattr(source, "failed", [])
     for path, reason in failed:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -141,8 +148,15 @@ def _drive(pipeline, preview: bool) -> bool:
         pipeline.start()
         if preview:
             window = _Preview()
+        shown = 0
         while not stop.is_set():
-            if pipeline.wait(0.03):
+            finished = pipeline.wait(0.03)
+            if pipeline.failed_outputs:  # a file output stopped (a full disk): the job cannot finish
+                return False
+            news, shown = pipeline.news_since(shown)
+            for message in news:  # camera lost and back, generator trouble
+                print(f"deocc-live: {message}", file=sys.stderr)
+            if finished:
                 return True
             if window is not None and pipeline.latest is not None:
                 key = window.show(pipeline.latest.output, pipeline)

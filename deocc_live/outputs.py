@@ -5,6 +5,7 @@ interrupted run never leaves a half-written file and an earlier file stays intac
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,7 +20,8 @@ FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv"
 
 
 class OutputError(RuntimeError):
-    """An output that cannot be opened or written."""
+    """An output that cannot be opened or written; raised by ``write``, it means the output is
+    finished (a full disk): the pipeline drops it and goes on with the others."""
 
 
 def how_to_create_camera() -> str:
@@ -65,35 +67,78 @@ class Output:
 
 
 class VideoFileOutput(Output):
-    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+    """A video file, written under a temporary name and renamed over the target only once it is
+    complete and reads back: a full disk or a crash never replaces an earlier file with a broken one.
+    Writing stops (OutputError) when the disk holds less than ``reserve`` bytes, leaving room to
+    finish other files; OpenCV's writer itself does not report failed writes."""
+
+    RESERVE = 16 * 2**20
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int], reserve: int | None = None):
         suffix = path.suffix.lower()
         if suffix not in VIDEO_SUFFIXES:
             raise OutputError(f"unsupported video output '{suffix}' (use .mp4, .avi, .mov or .mkv)")
         _check_writable(path)
         self.path, self.size = path, size
+        self.reserve = self.RESERVE if reserve is None else reserve
         self.partial = _partial_name(path)
+        self.failure: str | None = None
+        self._check_space()
         self._writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*FOURCC.get(suffix, "mp4v")), fps, size)
         if not self._writer.isOpened():
             self.partial.unlink(missing_ok=True)
             raise OutputError(f"cannot open video writer for {path}")
         self.frames = 0
 
+    def _check_space(self) -> None:
+        try:
+            free = shutil.disk_usage(self.partial.parent).free
+        except OSError:
+            return
+        if free < self.reserve:
+            kept = f"; the earlier {self.path.name} is kept" if self.path.exists() else ""
+            self.failure = f"disk full writing {self.path} ({free / 2**20:.1f} MB free): stopped{kept}"
+            raise OutputError(self.failure)
+
     def write(self, frame) -> None:
+        if self.failure:
+            raise OutputError(self.failure)
+        self._check_space()  # one statvfs call: microseconds
         image = frame.output
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         self._writer.write(image)
         self.frames += 1
 
+    def _reads_back(self) -> bool:
+        """The finished file opens, holds its first frame and (where the container says) every frame."""
+        quiet = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        capture = cv2.VideoCapture(str(self.partial))
+        try:
+            if not capture.isOpened() or not capture.read()[0]:
+                return False
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            return count <= 0 or count >= self.frames
+        finally:
+            capture.release()
+            cv2.utils.logging.setLogLevel(quiet)
+
     def close(self, complete: bool = True) -> None:
+        """Rename the finished file over the target; with ``complete`` False, or after a failure,
+        drop it. Raises OutputError when the file did not come out whole (the earlier one is kept)."""
         if self._writer is None:
             return
         self._writer.release()
         self._writer = None
-        if complete and self.frames and self.partial.is_file() and self.partial.stat().st_size > 0:
+        keep = complete and not self.failure and self.frames and self.partial.is_file()
+        if keep and self._reads_back():
             os.replace(self.partial, self.path)
-        else:
-            self.partial.unlink(missing_ok=True)
+            return
+        self.partial.unlink(missing_ok=True)
+        if keep:
+            kept = f"; the earlier {self.path.name} is kept" if self.path.exists() else ""
+            raise OutputError(f"could not finish {self.path} (disk full or a write error){kept}")
 
 
 class ImageFileOutput(Output):

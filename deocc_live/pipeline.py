@@ -18,6 +18,7 @@ from deocc_live.blend import BlendStage
 from deocc_live.capture import now_ms
 from deocc_live.frame import Frame
 from deocc_live.generate import GenerateStage
+from deocc_live.outputs import OutputError
 from deocc_live.smooth import SmoothStage
 from deocc_live.track import TrackStage
 
@@ -104,7 +105,14 @@ class Pipeline:
         self.options = options or PipelineOptions()
         self.on_frame = on_frame
         self.stats = RollingStats()
-        self.errors: list[str] = []
+        # News for the user, newest last (failures, camera lost and back): the last 100, and a count
+        # of all, so that a reader can tell which are new.
+        self.errors: deque[str] = deque(maxlen=100)
+        self.reported = 0
+        self._news_lock = threading.Lock()
+        source.on_notice = self._report
+        self.failed_outputs: list[tuple[object, str]] = []
+        self._outputs_lock = threading.RLock()  # held while frames are written: removal waits for it
         self._engine_lock = threading.Lock()
         self.engine = engine
         self.track = TrackStage(landmarker_path, max_faces=self.options.max_faces,
@@ -139,10 +147,13 @@ class Pipeline:
         self.options.show_mask = self.blend.show_mask = bool(show)
 
     def add_output(self, output) -> None:
-        self.outputs = [*self.outputs, output]  # a new list: the output thread never sees a half-change
+        with self._outputs_lock:
+            self.outputs = [*self.outputs, output]
 
     def remove_output(self, output) -> None:
-        self.outputs = [o for o in self.outputs if o is not output]
+        """Once this returns the output thread is done with ``output``: it may be closed."""
+        with self._outputs_lock:
+            self.outputs = [o for o in self.outputs if o is not output]
 
     def set_engine(self, engine) -> None:
         """Swap the generator while running; the old one is closed."""
@@ -248,11 +259,16 @@ class Pipeline:
             start = now_ms()
             self.blend(frame, enabled=frame.enabled)
             blended = now_ms()
-            for output in self.outputs:
-                try:
-                    output.write(frame)
-                except (OSError, RuntimeError, ValueError) as error:
-                    self._report(f"output failed: {error}")
+            with self._outputs_lock:
+                for output in self.outputs:
+                    try:
+                        output.write(frame)
+                    except OutputError as error:  # this output is finished (a full disk): the others go on
+                        self.remove_output(output)
+                        self.failed_outputs.append((output, str(error)))
+                        self._report(str(error))
+                    except (OSError, RuntimeError, ValueError) as error:
+                        self._report(f"output failed: {error}")
             done = now_ms()
             frame.timings["blend"] = blended - start
             frame.timings["output"] = done - blended
@@ -264,8 +280,16 @@ class Pipeline:
                 self.on_frame(frame)
 
     def _report(self, message: str) -> None:
-        if not self.errors or self.errors[-1] != message:
-            self.errors.append(message)
+        with self._news_lock:
+            if not self.errors or self.errors[-1] != message:
+                self.errors.append(message)
+                self.reported += 1
+
+    def news_since(self, seen: int) -> tuple[list[str], int]:
+        """The messages reported after the first ``seen`` (as many as are kept), and the new count."""
+        with self._news_lock:
+            count, kept = self.reported, list(self.errors)
+        return kept[max(len(kept) - (count - seen), 0):], count
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the source is exhausted (True) or the timeout passes (False); re-raise a
@@ -284,6 +308,11 @@ class Pipeline:
 
     def alive_threads(self) -> list[str]:
         return [t.name for t in self._threads if t.is_alive()]
+
+    @property
+    def dropped(self) -> int:
+        """Frames a live source delivered that were dropped for newer ones."""
+        return self._captured.dropped + self._tracked.dropped + self._generated.dropped
 
     def queue_depths(self) -> dict[str, int]:
         return {"captured": self._captured.qsize(), "tracked": self._tracked.qsize(), "generated": self._generated.qsize()}

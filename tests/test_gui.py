@@ -113,3 +113,31 @@ def test_settings_are_remembered(qtbot, tmp_path, clip, generator_onnx):
     assert second.smoothing_slider.value() == 42 and second.view_picker.currentText() == "Side by side"
     assert second.engine_path == str(generator_onnx)
     second.close()
+
+
+def _start_recording(qtbot, window, monkeypatch, path):
+    from PySide6.QtWidgets import QFileDialog
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), "Video (*.mp4 *.avi)"))
+    window.record_button.click()
+    assert window.record_button.isChecked() and window.record_button.text() == "Stop recording"
+
+
+def test_recording_writes_a_video_and_a_full_disk_stops_it_cleanly(qtbot, window, monkeypatch, tmp_path):
+    from media import read_video
+
+    _wait_for_frames(qtbot, window, 2)
+    done = tmp_path / "take1.mp4"
+    _start_recording(qtbot, window, monkeypatch, done)
+    _wait_for_frames(qtbot, window, 10)
+    window.record_button.click()
+    assert not window.record_button.isChecked() and len(read_video(done)) >= 8
+
+    failing = tmp_path / "take2.mp4"
+    _start_recording(qtbot, window, monkeypatch, failing)
+    _wait_for_frames(qtbot, window, 3)
+    window.controller.recorder.reserve = 1 << 62  # from now on the disk counts as full
+    qtbot.waitUntil(lambda: not window.record_button.isChecked(), timeout=10000)
+    assert "disk full" in window.error_label.text() and window.record_button.text() == "Record..."
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".mp4") == ["take1.mp4"]
+    _wait_for_frames(qtbot, window, 3)  # the preview goes on

@@ -1,6 +1,7 @@
 """Virtual camera output. No v4l2loopback device, OBS or Unity Capture can exist on these test
-machines, so a stand-in backend is registered through pyvirtualcam's own backend registry: it
-receives exactly what a real device would, and everything up to pyvirtualcam is real."""
+machines, so a stand-in backend (standins.RecordingBackend) is registered through pyvirtualcam's
+own backend registry: it receives exactly what a real device would, and everything up to
+pyvirtualcam is real."""
 from __future__ import annotations
 
 import subprocess
@@ -9,41 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pyvirtualcam
 
 from deocc_live.capture import MemorySource
 from deocc_live.outputs import OutputError, VirtualCameraOutput, find_v4l2_device, how_to_create_camera
 from media import face_files, occluded_frame
+from standins import RecordingBackend
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class RecordingBackend:
-    """Stands in for a virtual camera device (none can exist here); keeps what it is sent."""
-
-    instances: list["RecordingBackend"] = []
-
-    def __init__(self, width, height, fps, fourcc, device, **kw):
-        self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
-        self.frames: list[np.ndarray] = []
-        self.closed = False
-        RecordingBackend.instances.append(self)
-
-    def close(self):
-        self.closed = True
-
-    def send(self, frame):
-        # pyvirtualcam hands backends the frame flattened, in the format asked for (BGR).
-        self.frames.append(frame.reshape(self.height, self.width, -1).copy())
-
-    def device(self):
-        return "stand-in:Deocc Camera"
-
-    def native_fourcc(self):
-        return None
-
-
-pyvirtualcam.register_backend("deocc-test", RecordingBackend)
 
 
 def test_pipeline_sends_restored_frames_to_the_camera(generator_onnx):

@@ -33,7 +33,7 @@ class PipelineController(QObject):
     def start(self, source_spec, engine_path: str | None, loop: bool = True) -> bool:
         self.stop()
         try:
-            source = open_source(source_spec, loop=loop)
+            source = open_source(source_spec, loop=loop, realtime=True)  # a preview plays at its own speed
         except SourceError as error:
             self.error.emit(str(error))
             return False
@@ -104,10 +104,19 @@ class PipelineController(QObject):
         return True
 
     def stop_recording(self) -> None:
-        if self.recorder is not None and self.pipeline is not None:
-            self.pipeline.remove_output(self.recorder)
-            self.recorder.close()
-            self.recorder = None
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return
+        if self.pipeline is not None:
+            self.pipeline.remove_output(recorder)  # returns once no frame is being written to it
+        try:
+            recorder.close()
+        except OutputError as error:  # it did not come out whole: the earlier file is kept
+            self.error.emit(str(error))
+
+    def recording_failed(self) -> bool:
+        """The recording stopped by itself (a full disk); its message is in the pipeline's errors."""
+        return self.recorder is not None and self.recorder.failure is not None
 
     def stop(self) -> None:
         self.stop_recording()

@@ -248,14 +248,18 @@ class MainWindow(QMainWindow):
         if on:
             path, _ = QFileDialog.getSaveFileName(self, "Record to", "deocc-recording.mp4", "Video (*.mp4 *.avi)")
             if not path or not self.controller.start_recording(path):
-                self.record_button.blockSignals(True)
-                self.record_button.setChecked(False)
-                self.record_button.blockSignals(False)
+                self._reset_record_button()
                 return
             self.record_button.setText("Stop recording")
         else:
             self.controller.stop_recording()
             self.record_button.setText("Record...")
+
+    def _reset_record_button(self):
+        self.record_button.blockSignals(True)
+        self.record_button.setChecked(False)
+        self.record_button.blockSignals(False)
+        self.record_button.setText("Record...")
 
     # Display.
     def _show_frame(self, frame):
@@ -288,6 +292,9 @@ class MainWindow(QMainWindow):
                 lines.append(f"{stage.replace('_', ' '):10s} {stages[stage]:6.1f} ms")
         if pipeline.errors:
             self._show_error(pipeline.errors[-1])
+        if self.controller.recording_failed():
+            self.controller.stop_recording()
+            self._reset_record_button()
         self.readout.setText("\n".join(lines))
 
     def closeEvent(self, event):
