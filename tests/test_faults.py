@@ -35,7 +35,7 @@ def clip_frames():
 def test_camera_unplugged_mid_stream_comes_back_at_another_resolution(tmp_path, clip_frames, generator_onnx):
     first = write_video(tmp_path / "cam_640.mp4", clip_frames)
     then = write_video(tmp_path / "cam_320.mp4", [cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA)
-                                                  for f in clip_frames] * 3)
+                                                  for f in clip_frames] * 10)  # ~7 s: outlasts the test
     camera = UnpluggedCamera(first, frames_before=15, absent_opens=3, then=then)
     source = CameraSource(0, opener=camera.open)
     assert source.size == (640, 480)
