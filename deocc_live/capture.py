@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -84,14 +85,21 @@ class Source:
         self.close()
 
 
+@contextmanager
+def opencv_silenced():
+    """OpenCV's own log lines off while probing devices and files: our messages say it better."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def open_camera_device(index: int):
     """cv2.VideoCapture on a camera index, without OpenCV's own warnings."""
-    quiet = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our own message says it better
-    try:
+    with opencv_silenced():
         return cv2.VideoCapture(index)
-    finally:
-        cv2.utils.logging.setLogLevel(quiet)
 
 
 class CameraSource(Source):
@@ -108,7 +116,6 @@ class CameraSource(Source):
         self.index, self.requested_size, self.requested_fps = index, size, fps
         self.reconnect, self.opener = reconnect, opener
         super().__init__()
-        self.reconnects = 0
         self._capture = self._open()
         if self._capture is None:
             raise SourceError(f"cannot open camera {index} (is it connected and free? try --camera N)")
@@ -144,7 +151,6 @@ class CameraSource(Source):
                 ok, image = False, None
             if ok:
                 if lost_at is not None:
-                    self.reconnects += 1
                     self._notice(f"camera {self.index} is back after {time.monotonic() - lost_at:.1f} s "
                                  f"({image.shape[1]}x{image.shape[0]})")
                     lost_at, backoff = None, 0.25

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from deocc_live.atomic import atomic_write_bytes
-from deocc_live.capture import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from deocc_live.capture import IMAGE_SUFFIXES, VIDEO_SUFFIXES, opencv_silenced
 
 CAMERA_LABEL = "Deocc Camera"
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP80"}
@@ -96,9 +96,11 @@ class VideoFileOutput(Output):
         except OSError:
             return
         if free < self.reserve:
-            kept = f"; the earlier {self.path.name} is kept" if self.path.exists() else ""
-            self.failure = f"disk full writing {self.path} ({free / 2**20:.1f} MB free): stopped{kept}"
+            self.failure = f"disk full writing {self.path} ({free / 2**20:.1f} MB free): stopped{self._earlier_kept()}"
             raise OutputError(self.failure)
+
+    def _earlier_kept(self) -> str:
+        return f"; the earlier {self.path.name} is kept" if self.path.exists() else ""
 
     def write(self, frame) -> None:
         if self.failure:
@@ -112,17 +114,15 @@ class VideoFileOutput(Output):
 
     def _reads_back(self) -> bool:
         """The finished file opens, holds its first frame and (where the container says) every frame."""
-        quiet = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-        capture = cv2.VideoCapture(str(self.partial))
-        try:
-            if not capture.isOpened() or not capture.read()[0]:
-                return False
-            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-            return count <= 0 or count >= self.frames
-        finally:
-            capture.release()
-            cv2.utils.logging.setLogLevel(quiet)
+        with opencv_silenced():
+            capture = cv2.VideoCapture(str(self.partial))
+            try:
+                if not capture.isOpened() or not capture.read()[0]:
+                    return False
+                count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+                return count <= 0 or count >= self.frames
+            finally:
+                capture.release()
 
     def close(self, complete: bool = True) -> None:
         """Rename the finished file over the target; with ``complete`` False, or after a failure,
@@ -137,8 +137,7 @@ class VideoFileOutput(Output):
             return
         self.partial.unlink(missing_ok=True)
         if keep:
-            kept = f"; the earlier {self.path.name} is kept" if self.path.exists() else ""
-            raise OutputError(f"could not finish {self.path} (disk full or a write error){kept}")
+            raise OutputError(f"could not finish {self.path} (disk full or a write error){self._earlier_kept()}")
 
 
 class ImageFileOutput(Output):

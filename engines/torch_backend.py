@@ -65,7 +65,7 @@ def save_generator(path: str | Path, generator, size: int, metadata: dict) -> No
 
     import torch
 
-    from trainer.util import atomic_write_bytes
+    from deocc_live.atomic import atomic_write_bytes
 
     buffer = io.BytesIO()
     torch.save({"format": GENERATOR_FORMAT,
