@@ -11,6 +11,20 @@ from torch import nn
 BASE_CHANNELS = (16, 24, 48, 96, 128)
 
 
+class StridedPointwise(nn.Conv2d):
+    """A 1x1 convolution with stride 2, computed as a stride-1 1x1 convolution of every other pixel
+    (the same result and the same weights). oneDNN's AVX-512 kernel for the weight gradient of a
+    strided 1x1 convolution over channels-last input with fewer than 16 input channels corrupts
+    the heap (SIGSEGV or "double free" in backward, seen on AMD EPYC and Intel AVX-512 CPUs); the
+    stride-1 kernel is safe for every channel count, so training keeps its channels-last fast path."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__(in_ch, out_ch, 1, 1, bias=False)
+
+    def forward(self, x):
+        return super().forward(x[:, :, ::2, ::2])
+
+
 def _channels(width: float) -> list[int]:
     return [max(8, int(round(c * width / 8)) * 8) for c in BASE_CHANNELS]
 
@@ -29,7 +43,8 @@ class ResBlock(nn.Module):
         )
         self.skip = (
             nn.Identity() if stride == 1 and in_ch == out_ch
-            else nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+            else nn.Sequential(StridedPointwise(in_ch, out_ch) if stride == 2 else nn.Conv2d(in_ch, out_ch, 1, bias=False),
+                               nn.BatchNorm2d(out_ch))
         )
         self.act = nn.ReLU(inplace=True)
 
