@@ -1,4 +1,4 @@
-"""TensorRT backend (TensorRT 10 name-based tensor API): our plan files, a JSON metadata header
+"""TensorRT backend (the name-based tensor API of TensorRT 10 and 11): our plan files, a JSON metadata header
 in front of the serialized engine, device buffers allocated once for the largest batch.
 
 Device memory and the CUDA stream come from torch (CUDA build). Outputs are views of buffers

@@ -175,3 +175,65 @@ def test_a_random_plan_is_refused_before_tensorrt_is_needed(tmp_path):
     path.write_bytes(np.random.default_rng(3).bytes(4096))
     with pytest.raises(EngineError, match="no deocc metadata header"):
         open_engine(path)
+
+
+def _face_batch(count: int = 8, size: int = 128) -> np.ndarray:
+    """Real faces from ../shared/data, resized to the crop: outputs on pictures like the app's."""
+    import cv2
+
+    from media import face_files
+
+    crops = [cv2.resize(cv2.imread(str(path)), (size, size), interpolation=cv2.INTER_AREA) for path in face_files(count)]
+    return np.stack([c[..., ::-1].transpose(2, 0, 1) for c in crops]).astype(np.float32) / 127.5 - 1
+
+
+def test_fp16_graph_matches_fp32_in_onnx_runtime(tmp_path, tiny_onnx):
+    """The graph TensorRT builds strongly typed: FP16 weights inside, FP32 in and out."""
+    import onnx
+
+    from engines.fp16 import graph_precision
+    from trainer.export import FP16_TOLERANCE, export_fp16
+
+    shipped = Path(__file__).resolve().parents[1] / "assets" / "deocc_gen.onnx"
+    for source in (shipped, tiny_onnx):
+        target = tmp_path / f"{source.stem}_fp16.onnx"
+        difference = export_fp16(source, target)
+        model = onnx.load(str(target))
+        assert graph_precision(onnx.load(str(source))) == "fp32" and graph_precision(model) == "fp16"
+        assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in [*model.graph.input, *model.graph.output])
+        assert sum(n.op_type == "Cast" for n in model.graph.node) == 3  # one in, one per output
+        with open_engine(source) as reference, open_engine(target) as half:
+            assert half.spec.precision == "fp16"
+            faces = _face_batch()
+            expected, actual = reference.infer(faces), half.infer(faces)
+        on_faces = max(float(np.abs(a - b).max()) for a, b in zip(expected, actual))
+        print(f"{source.name}: FP16 vs FP32 max abs difference {difference:.2e} (smooth noise), {on_faces:.2e} (faces)")
+        assert on_faces < FP16_TOLERANCE
+        assert target.stat().st_size < 0.6 * source.stat().st_size
+
+
+def test_tensorrt_build_uses_no_api_that_tensorrt_11_removed():
+    """TensorRT 11 removed BuilderFlag.FP16 (and every precision flag), platform_has_fast_fp16 and
+    NetworkDefinitionCreationFlag.EXPLICIT_BATCH; the build must be strongly typed instead
+    (NVIDIA's 'Migrating from TensorRT 10.x to 11.x'). TensorRT itself cannot run here."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "engines"
+    used = set()
+    for path in root.glob("tensorrt*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute):
+                used.add(node.attr)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+                used.add(node.value)  # getattr(trt..., "NAME")
+    assert {"create_network", "NetworkDefinitionCreationFlag", "STRONGLY_TYPED"} <= used
+    assert not used & {"BuilderFlag", "platform_has_fast_fp16", "platform_has_tf32", "EXPLICIT_BATCH", "FP16"}
+
+
+@pytest.mark.parametrize("options", [{"max_batch": 0}, {"max_batch": 65}, {"workspace_gb": 0}])
+def test_build_engine_refuses_out_of_range_options(options, tiny_onnx, tmp_path):
+    from engines.tensorrt_build import build_engine
+
+    with pytest.raises(ValueError, match="must be between"):
+        build_engine(tiny_onnx, tmp_path / "gen.plan", **options)
+    assert not (tmp_path / "gen.plan").exists()

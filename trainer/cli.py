@@ -66,6 +66,11 @@ def cmd_export(args):
         evaluation = {"images": report["images"], "split": report["split"], "metrics": report["metrics"],
                       "gain_over_telea_db": report["gain_over_telea_db"]}
     result = export_onnx(args.ckpt, args.onnx, opset=args.opset, check=not args.no_check, evaluation=evaluation)
+    if args.fp16:
+        from trainer.export import export_fp16
+
+        difference = export_fp16(args.onnx, args.fp16)
+        print(f"wrote {args.fp16}: FP16 inside, FP32 in and out; max abs difference to FP32 {difference:.2e}")
     if args.pt:
         from engines.torch_backend import save_generator
         from trainer import checkpoint
@@ -123,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--no-check", action="store_true")
     export.add_argument("--eval-report", help="eval.json from `deocc-train eval`: its summary goes into the metadata")
+    export.add_argument("--fp16", metavar="PATH", help="also write the FP16 graph (FP32 in and out) that "
+                        "TensorRT builds strongly typed; checked against FP32 in ONNX Runtime")
     export.add_argument("--pt", help="also write a PyTorch generator file (.pt) for `deocc-live --engine`")
     export.add_argument("--card", help="also write the model card (Markdown) here; needs --eval-report")
     export.set_defaults(handler=cmd_export)
