@@ -254,7 +254,7 @@ class ImageSource(Source):
                     self.failed.append((path, str(error)))
                     continue
             name = str(path.relative_to(self.root)) if self.root else path.name
-            yield Frame(image=image, index=index, time_ms=index * 1000.0 / self.fps, source_name=name)
+            yield Frame(image=image, index=index, time_ms=index * 1000.0 / self.fps, source_name=name, still=True)
 
 
 def open_source(spec: str | int | None, size=None, fps=None, loop: bool = False, realtime: bool = False) -> Source:

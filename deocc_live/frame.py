@@ -27,6 +27,7 @@ class Frame:
     captured_ms: float = 0.0                 # wall clock (monotonic ms) when captured
     faces: list[Face] = field(default_factory=list)
     source_name: str = ""                    # file name for file and folder sources
+    still: bool = False                      # a picture on its own: no state from earlier frames
     output: np.ndarray | None = None         # the frame to show/send (the input when off)
     enabled: bool = True                     # the effect's state when this frame was generated
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds

@@ -12,6 +12,8 @@ class SmoothStage:
         self._state: dict[int, tuple] = {}
 
     def __call__(self, frame: Frame) -> Frame:
+        if frame.still:
+            return frame  # a picture on its own: nothing to average with
         state = {}
         for face in frame.faces:
             if face.restored is None:

@@ -19,10 +19,13 @@ class _Track:
 
 
 class TrackStage:
-    """Frame in, frame with ``faces`` (id, smoothed landmarks, motion) out."""
+    """Frame in, frame with ``faces`` (id, smoothed landmarks, motion) out. A stream is tracked
+    in VIDEO mode with smoothing; a still (``frame.still``) is looked at on its own in IMAGE mode,
+    and neither reads nor changes the stream's state."""
 
     def __init__(self, model_path, max_faces: int = 1, smoothing: bool = True,
                  min_cutoff: float = 1.5, beta: float = 0.08, keep_missing: int = 0, second_look: bool = True):
+        self.model_path, self.max_faces = model_path, max_faces
         self.landmarker = FaceLandmarks(model_path, max_faces=max_faces, video=True)
         # Covered faces are easy to miss in a whole frame: a second look at a closer region
         # (where the face was last seen, else the frame's centre) finds about half of those misses.
@@ -36,6 +39,8 @@ class TrackStage:
         self._next_id = 0
 
     def __call__(self, frame: Frame) -> Frame:
+        if frame.still:
+            return self._still(frame)
         found = self.landmarker.detect(frame.image, int(frame.time_ms))
         if len(found) == 0 and self.second_look is not None:
             found = self._look_closer(frame.image)
@@ -48,12 +53,26 @@ class TrackStage:
         frame.faces = self._associate(found, frame.time_ms / 1000.0)
         return frame
 
-    def _look_closer(self, image: np.ndarray) -> np.ndarray:
+    def _still(self, frame: Frame) -> Frame:
+        found = self.still_landmarker.detect(frame.image)
+        if len(found) == 0:
+            found = self._look_closer(frame.image, recent=False)
+        frame.faces = [Face(track_id=-1 - i, landmarks=landmarks.astype(np.float32), new_track=True)
+                       for i, landmarks in enumerate(found)]
+        return frame
+
+    @property
+    def still_landmarker(self) -> FaceLandmarks:
+        if self.second_look is None:
+            self.second_look = FaceLandmarks(self.model_path, max_faces=self.max_faces)
+        return self.second_look
+
+    def _look_closer(self, image: np.ndarray, recent: bool = True) -> np.ndarray:
         nothing = np.zeros((0, 478, 2), np.float32)
-        if self._since_seen >= 60 and self._since_seen % 5:
+        if recent and self._since_seen >= 60 and self._since_seen % 5:
             return nothing  # a face-free scene: look closer only on every fifth frame
         height, width = image.shape[:2]
-        if self._last_box is not None and self._since_seen < 60:
+        if recent and self._last_box is not None and self._since_seen < 60:
             cx, cy, face_width = self._last_box
             side = 2.4 * face_width
         else:
@@ -63,7 +82,7 @@ class TrackStage:
         y0 = int(np.clip(cy - side / 2, 0, height - side))
         if side < 32:
             return nothing
-        found = self.second_look.detect(np.ascontiguousarray(image[y0:y0 + int(side), x0:x0 + int(side)]))
+        found = self.still_landmarker.detect(np.ascontiguousarray(image[y0:y0 + int(side), x0:x0 + int(side)]))
         if len(found):
             found = found + np.array([x0, y0], np.float32)
         return found

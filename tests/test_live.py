@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from media import face_files, moving_clip, occluded_frame, read_video, write_video
+from media import DATA, face_files, moving_clip, occluded_frame, read_video, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,6 +102,26 @@ def test_folder_in_folder_out_lists_bad_files(generator_onnx, tmp_path):
     assert "broken.jpg" in result.stderr
     assert result.returncode == 0
     assert cv2.imread(str(out / "gray.png")).shape == (360, 480, 3)
+
+
+def test_photos_in_a_folder_come_out_as_each_photo_alone(generator_onnx, tmp_path):
+    """Stills are independent: no landmark filter, smoothing or track carried from a neighbour."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    photos = sorted((DATA / "occluded_real" / "masked_crops").glob("*.jpg"))[:6]
+    for path in photos:
+        (inputs / path.name).write_bytes(path.read_bytes())
+    together = tmp_path / "together"
+    result = deocc("--input", inputs, "--output", together, "--engine", generator_onnx)
+    assert result.returncode == 0, result.stderr[-2000:]
+    changed = 0
+    for path in photos:
+        alone = tmp_path / f"alone_{path.name}"
+        result = deocc("--input", inputs / path.name, "--output", alone, "--engine", generator_onnx)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert (together / path.name).read_bytes() == alone.read_bytes(), f"{path.name} depends on its neighbours"
+        changed += not np.array_equal(cv2.imread(str(alone)), cv2.imread(str(path)))
+    assert changed >= 3  # faces were found and restored: the comparison compared something
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "text_as_mp4", "truncated_mp4", "unsupported"])
