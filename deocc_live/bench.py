@@ -14,22 +14,21 @@ import cv2
 import numpy as np
 
 from deocc_live.cli import add_common, guarded, open_engine_for, parse_size
+from deocc_live.settings import SETTINGS, OneLineParser
 
 STAGES = ("capture", "track", "align", "generate", "smooth", "blend", "output")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deocc-live bench", description=__doc__)
+    parser = OneLineParser(prog="deocc-live bench", description=__doc__)
     parser.add_argument("--input", help="video with a face (default: one made from --face)")
     parser.add_argument("--face", help="face picture to build the default video from "
                         "(default: the first of $DEOCC_DATA/faces/utkface or ../shared/data/faces/utkface)")
-    parser.add_argument("--frames", type=int, default=300, help="frames to time (default 300)")
+    SETTINGS["frames"].add_to(parser)
     parser.add_argument("--size", type=parse_size, default=(1280, 720), help="frame size of the made video (default 1280x720)")
-    parser.add_argument("--fps", type=float, default=30.0, help="camera rate for the latency run (default 30)")
+    SETTINGS["fps"].add_to(parser, default=30.0)
     add_common(parser)
-    parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
-                        help="instead: play a looping video (--input, or one made at --fps) in real time this long "
-                             "and report memory, frame rate, queue depths and threads over time")
+    SETTINGS["soak"].add_to(parser)
     parser.add_argument("--soak-log", metavar="FILE", help="with --soak: write each once-a-second sample as a JSON line")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser

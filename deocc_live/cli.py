@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+from deocc_live.settings import SETTINGS, OneLineParser
+
 EPILOG = """keys in the preview: space or t toggles the effect, m the mask overlay, q or Esc quits.
 SIGUSR1 toggles the effect too (kill -USR1 PID)."""
 
@@ -28,12 +30,12 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         ".pt/.ckpt (PyTorch); default: the one shipped in assets/")
     parser.add_argument("--landmarker", help="path of face_landmarker.task (default: $DEOCC_MODEL_DIR, "
                         "the user cache, or a first-run download)")
-    parser.add_argument("--threads", type=int, default=0, help="generator threads on CPU (default 1)")
-    parser.add_argument("--max-faces", type=int, default=1, help="faces to restore per frame (default 1)")
+    SETTINGS["threads"].add_to(parser)
+    SETTINGS["max_faces"].add_to(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deocc-live", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = OneLineParser(prog="deocc-live", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Removes what covers a face in live video and sends the result "
                                                  "to the virtual camera 'Deocc Camera', a preview, or a file. "
                                                  "`deocc-live bench --help` for the benchmark.")
@@ -41,13 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", help="output file (video or image) or folder, same size and rate as the input")
     parser.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
     parser.add_argument("--size", type=parse_size, help="camera size, e.g. 1280x720")
-    parser.add_argument("--fps", type=float, help="camera frame rate, e.g. 30")
+    SETTINGS["fps"].add_to(parser)
     add_common(parser)
     parser.add_argument("--preview", action="store_true", help="show a preview window")
     parser.add_argument("--show-mask", action="store_true", help="overlay the occlusion mask (debug)")
     parser.add_argument("--no-smoothing", action="store_true", help="no temporal smoothing of landmarks and faces")
-    parser.add_argument("--smoothing", type=float, default=0.8, help="temporal smoothing strength 0-0.95 (default 0.8)")
-    parser.add_argument("--feather", type=float, default=0.015, help="mask feather in crop widths (default 0.015)")
+    SETTINGS["smoothing"].add_to(parser)
+    SETTINGS["feather"].add_to(parser)
     parser.add_argument("--off", action="store_true", help="start with the effect off")
     parser.add_argument("--virtual-camera", action=argparse.BooleanOptionalAction, default=None,
                         help="send to 'Deocc Camera' (default: on, unless --output is given)")
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="play a video input at its own frame rate, like a camera "
                              "(default: on when there is no --output, e.g. a clip sent to the virtual camera)")
     parser.add_argument("--gui", action="store_true", help="open the desktop app")
+    parser.add_argument("--verbose", action="store_true", help="show MediaPipe's and TensorFlow Lite's own log lines")
     parser.add_argument("--version", action="version", version=_version())
     return parser
 
@@ -75,13 +78,16 @@ def open_engine_for(args):
 
 
 def run_headless(args) -> int:
+    from deocc_live.display import missing_display
+
+    if args.preview and missing_display(qt=False):
+        raise RuntimeError(f"--preview needs a display: {missing_display(qt=False)}; "
+                           "write the result with --output FILE instead")
     from deocc_live.capture import open_source
     from deocc_live.landmark_model import resolve
     from deocc_live.outputs import OutputError, VirtualCameraOutput, open_file_output
     from deocc_live.pipeline import Pipeline, PipelineOptions
 
-    if args.max_faces < 1:
-        raise ValueError("--max-faces must be at least 1")
     landmarker = resolve(args.landmarker)
     engine = open_engine_for(args)
     source = pipeline = None
@@ -207,6 +213,8 @@ def main(argv=None) -> int:
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ["DEOCC_VERBOSE"] = "1"
     if args.gui:
         from deocc_live.gui.app import main as gui_main
 

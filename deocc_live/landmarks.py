@@ -1,7 +1,10 @@
 """MediaPipe FaceLandmarker wrapped for our use: frames in, (N, 478, 2) pixel landmarks out."""
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -12,6 +15,35 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 # Mesh indices outlining the lower face (jaw line up to the nose tip): where face masks,
 # hands and microphones usually sit. The benchmark and the tests cover it and measure in it.
 LOWER_FACE_OUTLINE = [132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 4]
+
+
+_stderr_lock = threading.Lock()
+
+
+def verbose() -> bool:
+    """Native log lines are shown with --verbose (DEOCC_VERBOSE=1) or DEOCC_DEBUG=1."""
+    return bool(os.environ.get("DEOCC_VERBOSE") or os.environ.get("DEOCC_DEBUG"))
+
+
+@contextlib.contextmanager
+def native_logs_silenced():
+    """MediaPipe and TensorFlow Lite write about eight log lines straight to file descriptor 2
+    while a landmarker is created (absl's "Logging before InitGoogle()", the XNNPACK delegate,
+    the feedback manager): no setting of theirs reaches those, so the descriptor points at
+    /dev/null meanwhile, unless the user asked to see them."""
+    if verbose():
+        yield
+        return
+    with _stderr_lock:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class FaceLandmarks:
@@ -34,7 +66,8 @@ class FaceLandmarks:
             min_face_presence_confidence=min_presence,
             min_tracking_confidence=min_presence,
         )
-        self._landmarker = FaceLandmarker.create_from_options(options)
+        with native_logs_silenced():
+            self._landmarker = FaceLandmarker.create_from_options(options)
         self._video = video
         self._last_ms = -1
 

@@ -19,6 +19,7 @@ from deocc_live.capture import now_ms
 from deocc_live.frame import Frame
 from deocc_live.generate import GenerateStage
 from deocc_live.outputs import OutputError
+from deocc_live.settings import SETTINGS
 from deocc_live.smooth import SmoothStage
 from deocc_live.track import TrackStage
 
@@ -61,13 +62,17 @@ class DropOldestQueue:
 
 @dataclass
 class PipelineOptions:
-    max_faces: int = 1
+    max_faces: int = SETTINGS["max_faces"].default
     enabled: bool = True
-    smoothing: float = 0.8
+    smoothing: float = SETTINGS["smoothing"].default
     landmark_smoothing: bool = True
-    feather: float = 0.015
+    feather: float = SETTINGS["feather"].default
     show_mask: bool = False
     queue_size: int = 2
+
+    def __post_init__(self):
+        for name in ("max_faces", "smoothing", "feather"):
+            SETTINGS[name].check(getattr(self, name))
 
 
 class RollingStats:
@@ -138,10 +143,10 @@ class Pipeline:
         return self.options.enabled
 
     def set_smoothing(self, strength: float) -> None:
-        self.options.smoothing = self.smooth.strength = float(strength)
+        self.options.smoothing = self.smooth.strength = float(SETTINGS["smoothing"].check(strength))
 
     def set_feather(self, feather: float) -> None:
-        self.options.feather = self.blend.feather = float(feather)
+        self.options.feather = self.blend.feather = float(SETTINGS["feather"].check(feather))
 
     def set_show_mask(self, show: bool) -> None:
         self.options.show_mask = self.blend.show_mask = bool(show)

@@ -6,7 +6,8 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QLabel
 
 from deocc_live.gui.controller import PipelineController
 from deocc_live.gui.window import MainWindow
@@ -60,8 +61,12 @@ def test_toggle_changes_the_face_and_errors_show(qtbot, window, clip, tmp_path, 
     qtbot.waitUntil(lambda: window.last_frame is not None and not window.last_frame.faces
                     or np.array_equal(window.last_frame.output, window.last_frame.image), timeout=30000)
     assert np.array_equal(window.last_frame.output, window.last_frame.image)
-    window.hotkey.activated.emit()  # Ctrl+Shift+D
-    assert window.toggle_button.isChecked()
+    window.activateWindow()
+    qtbot.keyClick(window, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert window.toggle_button.isChecked()  # the real key press, as a user types it
+    qtbot.keyClick(window.view_picker, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert not window.toggle_button.isChecked()  # from whichever widget has focus
+    window.toggle_button.click()
 
     window.set_engine(str(tiny_onnx))  # switch engine while running
     qtbot.waitUntil(lambda: "onnxruntime" in window.engine_label.text() and str(tiny_onnx) in window.engine_label.text(),
@@ -141,3 +146,17 @@ def test_recording_writes_a_video_and_a_full_disk_stops_it_cleanly(qtbot, window
     assert "disk full" in window.error_label.text() and window.record_button.text() == "Record..."
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".mp4") == ["take1.mp4"]
     _wait_for_frames(qtbot, window, 3)  # the preview goes on
+
+
+def test_sliders_span_the_settings_table_and_show_their_value(qtbot, window):
+    from deocc_live.settings import SETTINGS
+
+    for name, slider in (("smoothing", window.smoothing_slider), ("feather", window.feather_slider)):
+        setting = SETTINGS[name]
+        assert slider.minimum() / setting.slider_scale == setting.low
+        assert slider.maximum() / setting.slider_scale == setting.high
+        slider.setValue(slider.maximum() + 50)  # a slider cannot go past the range the CLI accepts
+        assert window.setting_value(name) == setting.high
+    window.smoothing_slider.setValue(37)
+    assert window.controller.options.smoothing == pytest.approx(0.37)  # the running pipeline's options
+    assert "0.37" in [label.text() for label in window.findChildren(QLabel)]

@@ -202,3 +202,46 @@ def test_sigusr1_toggles_the_effect_and_sigterm_stops(clip, generator_onnx, tmp_
     assert time.monotonic() - started < 3.0
     assert "effect off" in err and "effect on" in err
     assert err.index("effect off") < err.index("effect on")
+
+
+@pytest.mark.parametrize("args", [
+    ["--smoothing", "5"], ["--smoothing", "-1"], ["--smoothing", "nan"], ["--feather", "-1"], ["--feather", "0.5"],
+    ["--threads", "-2"], ["--threads", "0"], ["--fps", "-5"], ["--max-faces", "0"], ["--max-faces", "99"],
+    ["bench", "--frames", "0"], ["bench", "--fps", "-5"], ["bench", "--threads", "-2"], ["bench", "--soak", "-1"],
+    ["--gui", "--smoothing", "5"],
+])
+def test_options_out_of_range_are_one_line_errors(args):
+    result = deocc(*args, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deocc-live") and "error: argument" in lines[0], result.stderr
+    assert args[-2] in lines[0]
+
+
+def test_gui_out_of_range_option_is_a_one_line_error():
+    result = subprocess.run([sys.executable, "-m", "deocc_live.gui.app", "--feather", "-1"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--feather" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--gui"], ["--preview", "--input", "PHOTO"]])
+def test_windows_without_a_display_are_one_line_errors(args, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(face_files(1)[0].read_bytes())
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = deocc(*[str(photo) if a == "PHOTO" else a for a in args], timeout=60, env=env)
+    assert result.returncode == 1, result.stderr[-2000:]
+    line = _one_line_error(result)
+    assert "needs a display" in line
+    assert result.stderr.strip() == line  # no Qt plugin noise
+
+
+def test_a_run_prints_only_its_own_lines_unless_verbose(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(face_files(1)[0].read_bytes())
+    quiet = deocc("--input", photo, "--output", tmp_path / "out.jpg", timeout=120)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert quiet.stderr.strip().splitlines() == [f"wrote 1 frame(s) to {tmp_path / 'out.jpg'}"]
+    loud = deocc("--input", photo, "--output", tmp_path / "out.jpg", "--verbose", timeout=120)
+    assert loud.returncode == 0 and len(loud.stderr.strip().splitlines()) > 3  # MediaPipe's own lines

@@ -21,8 +21,10 @@ from trainer.pairs import list_pairs, split_of
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _train(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "trainer", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def _train(*args, timeout=600, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "trainer", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 def test_synth_writes_the_seed_layout_with_masks(tiny_pairs):
@@ -198,9 +200,14 @@ def test_torchrun_ddp_on_cpu(tiny_pairs, tmp_path):
 def test_int8_quantisation_keeps_the_contract(tiny_pairs, tiny_onnx, tmp_path):
     from engines import open_engine
 
+    work = tmp_path / "work"
+    work.mkdir()
     out = tmp_path / "int8.onnx"
-    result = _train("quantize", "--onnx", str(tiny_onnx), "--data", str(tiny_pairs), "--out", str(out), "--count", "8")
+    result = _train("quantize", "--onnx", str(tiny_onnx), "--data", str(tiny_pairs), "--out", str(out), "--count", "8",
+                    cwd=work)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert not list(work.iterdir())  # ONNX Runtime's scratch files (*.data, *_temp.onnx) went with their folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx", "work"]
     batch = np.random.default_rng(0).uniform(-1, 1, (2, 3, 128, 128)).astype(np.float32)
     with open_engine(out) as quantized, open_engine(tiny_onnx) as reference:
         assert quantized.spec.precision == "int8"
@@ -239,3 +246,28 @@ def test_export_writes_a_pytorch_file_too(tiny_run, tmp_path):
     with open_engine(tmp_path / "g.pt") as torch_engine, open_engine(tmp_path / "g.onnx") as onnx_engine:
         assert torch_engine.spec.backend == "pytorch"
         assert np.abs(torch_engine.infer(batch)[0] - onnx_engine.infer(batch)[0]).max() < 1e-3
+
+
+@pytest.mark.parametrize("command", ["synth", "fit", "eval", "export", "quantize", "build-engine"])
+def test_every_trainer_option_says_what_it_does_and_its_default(command):
+    from trainer.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    for action in sub._actions:
+        if action.dest == "help":
+            continue
+        assert action.help and len(action.help) > 10, f"{command} {action.option_strings} has no help"
+        if not action.required and action.default not in (None, False, "") and action.nargs != 0:
+            assert "default" in action.help, f"{command} {action.option_strings} does not name its default"
+    result = _train(command, "--help")
+    assert result.returncode == 0 and "default" in result.stdout
+
+
+def test_no_scratch_files_are_committed():
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    stray = [name for name in listed.stdout.splitlines()
+             if name.endswith((".data", "_temp.onnx")) or name.startswith(("sym_shape_infer", "augmented_model"))]
+    assert not stray

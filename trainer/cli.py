@@ -8,22 +8,46 @@ import os
 import sys
 from dataclasses import MISSING, fields
 
+from deocc_live.settings import OneLineParser
+
+
+def _ranged(kind, name: str, low, high):
+    """An argparse type that converts and checks the range in one place: a one-line error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got '{text}'") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if low is not None and high is not None else (
+                f"at least {low}" if low is not None else f"at most {high}")
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+    parse.__name__ = name
+    return parse
+
 
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=()):
-    """One option per config field, typed from its default (a declarative table, not handlers)."""
+    """One option per config field, typed and range-checked from the field's default and metadata
+    (a declarative table, not handlers); the help says what it does and its default."""
     for field in fields(cls):
         if field.name in skip:
             continue
         flag = "--" + field.name.replace("_", "-")
+        help_text, (low, high), choices = field.metadata["help"], field.metadata["range"], field.metadata["choices"]
         default = field.default
         if default is MISSING:
-            parser.add_argument(flag, type=str, required=True)
+            parser.add_argument(flag, type=str, required=True, help=help_text)
         elif isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=f"{help_text} (default: {'on' if default else 'off'})")
         elif default is None or isinstance(default, str):
-            parser.add_argument(flag, type=str, default=default)
+            parser.add_argument(flag, type=str, default=default, choices=choices,
+                                help=help_text + (f" (default: {default})" if default else ""))
         else:
-            parser.add_argument(flag, type=type(default), default=default)
+            kind = type(default)
+            parser.add_argument(flag, type=_ranged(kind, kind.__name__, low, high), default=default,
+                                metavar=field.name.upper(), help=f"{help_text} (default: {default})")
 
 
 def _config(cls, args):
@@ -107,7 +131,7 @@ def cmd_build_engine(args):
 def build_parser() -> argparse.ArgumentParser:
     from trainer.configs import EvalConfig, FitConfig, SynthConfig
 
-    parser = argparse.ArgumentParser(prog="deocc-train", description="Train deocc-live's generator.")
+    parser = OneLineParser(prog="deocc-train", description="Train deocc-live's generator.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="write aligned training pairs from faces and occluders")
@@ -123,10 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=cmd_eval)
 
     export = sub.add_parser("export", help="checkpoint -> ONNX with metadata, parity-checked")
-    export.add_argument("--ckpt", required=True)
-    export.add_argument("--onnx", required=True)
-    export.add_argument("--opset", type=int, default=17)
-    export.add_argument("--no-check", action="store_true")
+    export.add_argument("--ckpt", required=True, help="training checkpoint (its EMA weights are exported)")
+    export.add_argument("--onnx", required=True, help="ONNX file to write")
+    export.add_argument("--opset", type=_ranged(int, "opset", 17, 23), default=17, help="ONNX opset, 17-23 (default: 17)")
+    export.add_argument("--no-check", action="store_true", help="skip the parity check against torch (default: checked)")
     export.add_argument("--eval-report", help="eval.json from `deocc-train eval`: its summary goes into the metadata")
     export.add_argument("--fp16", metavar="PATH", help="also write the FP16 graph (FP32 in and out) that "
                         "TensorRT builds strongly typed; checked against FP32 in ONNX Runtime")
@@ -135,17 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=cmd_export)
 
     quantize = sub.add_parser("quantize", help="ONNX -> int8 ONNX, calibrated on real face crops")
-    quantize.add_argument("--onnx", required=True)
+    quantize.add_argument("--onnx", required=True, help="FP32 generator exported by `deocc-train export`")
     quantize.add_argument("--data", required=True, help="pairs folder (its validation split calibrates)")
-    quantize.add_argument("--out", required=True)
-    quantize.add_argument("--count", type=int, default=256)
+    quantize.add_argument("--out", required=True, help="int8 ONNX file to write")
+    quantize.add_argument("--count", type=_ranged(int, "count", 1, 100000), default=256,
+                          help="validation crops to calibrate on (default: 256)")
     quantize.set_defaults(handler=cmd_quantize)
 
     engine = sub.add_parser("build-engine", help="ONNX -> TensorRT plan with our metadata header")
-    engine.add_argument("--onnx", required=True)
-    engine.add_argument("--out", required=True)
-    engine.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True)
-    engine.add_argument("--max-batch", type=int, default=4)
+    engine.add_argument("--onnx", required=True, help="generator exported by `deocc-train export` (FP32, or its --fp16 graph)")
+    engine.add_argument("--out", required=True, help="plan file to write (.plan)")
+    engine.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
+                        help="compute in FP16 (an FP32 graph is converted first; FP32 in and out) (default: on)")
+    engine.add_argument("--max-batch", type=_ranged(int, "max_batch", 1, 64), default=4,
+                        help="most faces per call the plan takes, 1-64 (default: 4)")
     engine.set_defaults(handler=cmd_build_engine)
     return parser
 

@@ -1,62 +1,73 @@
-"""Typed configurations of the trainer's commands; the CLI maps its options onto these.
-Kept free of heavy imports so that `deocc-train --help` is instant."""
+"""Typed configurations of the trainer's commands; the CLI maps its options onto these (each
+field's help and allowed range live beside its default). Kept free of heavy imports so that
+`deocc-train --help` is instant."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+def option(default, help: str, low=None, high=None, choices=None):
+    """A config field with its help text and, for numbers, its allowed range (inclusive)."""
+    return field(default=default, metadata={"help": help, "range": (low, high), "choices": choices})
+
+
+def required(help: str):
+    return field(metadata={"help": help, "range": (None, None), "choices": None})
 
 
 @dataclass
 class SynthConfig:
-    faces: str
-    occluders: str
-    out: str
-    landmarker: str | None = None
-    size: int = 128
-    seed: int = 0
-    limit: int = 0
-    workers: int = 2
-    variants: int = 1
+    faces: str = required("folder of face pictures (searched recursively)")
+    occluders: str = required("folder of occluder cut-outs (../shared/data/occluders)")
+    out: str = required("folder to write the pairs to ({train,validation,test}/{Mask,Unmask,Occlusion,Landmarks})")
+    landmarker: str | None = option(None, "MediaPipe face_landmarker.task (default: $DEOCC_MODEL_DIR or the user cache)")
+    size: int = option(128, "side of the aligned crop in pixels", 32, 1024)
+    seed: int = option(0, "seed of the occluders drawn", 0)
+    limit: int = option(0, "use only the first N faces (0: all)", 0)
+    workers: int = option(2, "processes running MediaPipe", 1, 64)
+    variants: int = option(1, "occluded versions of each training face", 1, 64)
 
 
 @dataclass
 class FitConfig:
-    data: str
-    out: str
-    occluders: str | None = None
-    steps: int = 20000
-    batch: int = 8
-    lr: float = 2e-4
-    lr_d: float = 2e-4
-    width: float = 1.0
-    bottleneck_blocks: int = 2
-    size: int = 0
-    rec: float = 1.2
-    ssim: float = 80.0
-    adv: float = 0.5
-    mask: float = 10.0
-    hole: float = 4.0
-    adv_start: int = 4000
-    ema: float = 0.999
-    checkpoint_minutes: float = 5.0
-    checkpoint_every: int = 0  # steps; 0: by time only
-    sample_every: int = 500
-    log_every: int = 20
-    seed: int = 0
-    workers: int = 1
-    threads: int = 0
-    amp: str = "auto"
-    channels_last: bool = True
-    online: bool = True
-    resume: bool = False
-    init_from: str | None = None
+    data: str = required("pairs folder written by `deocc-train synth`")
+    out: str = required("run folder: checkpoints, log.csv, sample grids")
+    occluders: str | None = option(None, "occluder folder for online occlusion (default: the one synth used)")
+    steps: int = option(20000, "train until this step", 1)
+    batch: int = option(8, "samples per step (per process under torchrun)", 1, 4096)
+    lr: float = option(2e-4, "generator learning rate", 0.0, 1.0)
+    lr_d: float = option(2e-4, "discriminator learning rate", 0.0, 1.0)
+    width: float = option(1.0, "generator width multiplier (1.0: 1.3 M parameters)", 0.1, 8.0)
+    bottleneck_blocks: int = option(2, "residual blocks at the bottleneck", 0, 16)
+    size: int = option(0, "crop size to train at (0: the pairs' own)", 0, 1024)
+    rec: float = option(1.2, "weight of the L1 reconstruction loss", 0.0)
+    ssim: float = option(80.0, "weight of the SSIM loss", 0.0)
+    adv: float = option(0.5, "weight of the adversarial loss (0: none)", 0.0)
+    mask: float = option(10.0, "weight of the occlusion-mask loss", 0.0)
+    hole: float = option(4.0, "extra L1 weight inside the covered region", 0.0)
+    adv_start: int = option(4000, "step at which the discriminator joins", 0)
+    ema: float = option(0.999, "decay of the generator's moving average (the weights shipped)", 0.0, 1.0)
+    checkpoint_minutes: float = option(5.0, "minutes between checkpoints", 0.01)
+    checkpoint_every: int = option(0, "also checkpoint every N steps (0: by time only)", 0)
+    sample_every: int = option(500, "steps between validation scores and sample grids", 1)
+    log_every: int = option(20, "steps between log lines", 1)
+    seed: int = option(0, "seed of sample order and online occluders", 0)
+    workers: int = option(1, "data loader processes (0: load in the training process)", 0, 128)
+    threads: int = option(0, "torch threads (0: torch's default)", 0, 1024)
+    amp: str = option("auto", "mixed precision: auto (bf16 where the CPU or GPU has it), bf16, off",
+                      choices=("auto", "bf16", "off"))
+    channels_last: bool = option(True, "channels-last memory format (faster on CPUs and tensor cores)")
+    online: bool = option(True, "draw a fresh occluder for every sample (needs the landmarks synth stores)")
+    resume: bool = option(False, "continue from OUT/last.ckpt exactly where it stopped")
+    init_from: str | None = option(None, "start from another checkpoint's weights (names and shapes that match)")
 
 
 @dataclass
 class EvalConfig:
-    data: str
-    model: str
-    out: str = ""
-    split: str = "test"
-    limit: int = 0
-    batch: int = 32
-    grid: int = 8
+    data: str = required("pairs folder written by `deocc-train synth`")
+    model: str = required("generator to score: .onnx, .pt or a training checkpoint")
+    out: str = option("", "folder for eval.json, eval.md and the picture grid (default: print only)")
+    split: str = option("test", "split to score", choices=("train", "validation", "test"))
+    limit: int = option(0, "score only the first N pairs (0: all)", 0)
+    batch: int = option(32, "crops per generator call", 1, 4096)
+    grid: int = option(8, "rows in the picture grid", 0, 64)

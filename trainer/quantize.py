@@ -2,7 +2,10 @@
 per-channel weights), calibrated on real aligned face crops from the validation split."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -37,24 +40,33 @@ def quantize(onnx_path: str | Path, data: str | Path, out: str | Path, count: in
     from engines.metadata import KEY
     from trainer.util import atomic_write_bytes
 
+    onnx_path, out = Path(onnx_path).resolve(), Path(out).resolve()
     model = onnx.load(str(onnx_path))
     metadata = json.loads({p.key: p.value for p in model.metadata_props}[KEY])
     size = metadata["crop_size"]
-    out = Path(out)
-    prepared = out.with_name(f".{out.stem}.prep.onnx")
-    quantized = out.with_name(f".{out.stem}.q.onnx")
-    try:
+    batches = calibration_batches(data, size, count)
+    # ONNX Runtime's quantiser writes scratch files (sym_shape_infer_temp.onnx, <uuid>.data) into
+    # the working directory: run it in a temporary one, removed with everything in it.
+    with tempfile.TemporaryDirectory(prefix="deocc-quantize-") as scratch, _working_directory(scratch):
+        prepared, quantized = Path(scratch) / "prepared.onnx", Path(scratch) / "quantized.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(quantized), _CropReader(calibration_batches(data, size, count)),
+        quantize_static(str(prepared), str(quantized), _CropReader(batches),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                         op_types_to_quantize=["Conv"])
         result = onnx.load(str(quantized))
-        del result.metadata_props[:]
-        entry = result.metadata_props.add()
-        entry.key, entry.value = KEY, json.dumps({**metadata, "precision": "int8"})
-        atomic_write_bytes(out, result.SerializeToString())
+    del result.metadata_props[:]
+    entry = result.metadata_props.add()
+    entry.key, entry.value = KEY, json.dumps({**metadata, "precision": "int8"})
+    atomic_write_bytes(out, result.SerializeToString())
+    return {"out": str(out), "calibration_crops": len(batches)}
+
+
+@contextlib.contextmanager
+def _working_directory(path):
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
     finally:
-        prepared.unlink(missing_ok=True)
-        quantized.unlink(missing_ok=True)
-    return {"out": str(out), "calibration_crops": count}
+        os.chdir(previous)

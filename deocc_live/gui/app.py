@@ -5,19 +5,31 @@ import argparse
 import signal
 import sys
 
+from deocc_live.settings import SETTINGS, OneLineParser
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deocc-live-gui", description="deocc-live's desktop app")
+    parser = OneLineParser(prog="deocc-live-gui", description="deocc-live's desktop app")
     parser.add_argument("--gui", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--input", help="start on a video file instead of the camera")
     parser.add_argument("--camera", type=int, help="camera index")
     parser.add_argument("--engine", help="generator file (.plan, .onnx, .pt)")
     parser.add_argument("--landmarker", help="path of face_landmarker.task")
+    for name in ("smoothing", "feather", "max_faces"):  # start values over the remembered ones
+        SETTINGS[name].add_to(parser, default=argparse.SUPPRESS)
     return parser
 
 
 def main(argv=None) -> int:
     args, _unknown = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    from deocc_live.display import missing_display
+
+    reason = missing_display()
+    if reason:
+        print(f"deocc-live: error: the desktop app needs a display: {reason}; "
+              "without one, run the headless filter (deocc-live --output FILE, or to the virtual camera)",
+              file=sys.stderr)
+        return 1
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -35,7 +47,9 @@ def main(argv=None) -> int:
         return 1
     controller = PipelineController(landmarker)
     source = args.input if args.input else args.camera
-    window = MainWindow(controller, QSettings("deocc-live", "deocc-live"), source=source, engine=args.engine)
+    options = {name: getattr(args, name, None) for name in ("smoothing", "feather", "max_faces")}
+    window = MainWindow(controller, QSettings("deocc-live", "deocc-live"), source=source, engine=args.engine,
+                        options=options)
     window.resize(1200, 720)
     window.show()
     signal.signal(signal.SIGINT, lambda *_: window.close())

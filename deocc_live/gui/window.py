@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QImage, QKeySequence, QPixmap, QShortcut
+from PySide6.QtGui import QAction, QImage, QKeySequence, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QMainWindow, QPushButton, QSizePolicy, QSlider, QSpinBox, QSystemTrayIcon, QVBoxLayout,
                                QWidget)
 
 from deocc_live.gui.controller import PipelineController
+from deocc_live.settings import SETTINGS
 
 VIEWS = ("After", "Side by side", "Split")
 HOTKEY = "Ctrl+Shift+D"
@@ -34,7 +35,8 @@ def compose_view(before: np.ndarray, after: np.ndarray, view: str, split: float)
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, controller: PipelineController, settings: QSettings, source=None, engine: str | None = None):
+    def __init__(self, controller: PipelineController, settings: QSettings, source=None, engine: str | None = None,
+                 options: dict | None = None):
         super().__init__()
         self.controller, self.settings = controller, settings
         self.setWindowTitle("deocc-live")
@@ -42,6 +44,7 @@ class MainWindow(QMainWindow):
         self.shown_image: np.ndarray | None = None
         self._build()
         self._restore_settings()
+        self.apply_options(options or {})
         if engine:
             self.engine_path = engine
         controller.frame_ready.connect(self._show_frame)
@@ -104,7 +107,8 @@ class MainWindow(QMainWindow):
         engine_button = QPushButton("Engine file...")
         engine_button.clicked.connect(self._pick_engine)
         form.addRow(engine_button, self.engine_label)
-        self.max_faces = QSpinBox(minimum=1, maximum=8, value=1)
+        faces = SETTINGS["max_faces"]
+        self.max_faces = QSpinBox(minimum=faces.low, maximum=faces.high, value=faces.default, toolTip=faces.help)
         self.max_faces.valueChanged.connect(lambda _v: self._switch_source(self.source))
         form.addRow("Max faces", self.max_faces)
         side.addWidget(source_box)
@@ -122,14 +126,10 @@ class MainWindow(QMainWindow):
 
         tune_box = QGroupBox("Tuning")
         tune = QFormLayout(tune_box)
-        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=95, value=80)
-        self.smoothing_slider.valueChanged.connect(lambda v: self._pipeline_call("set_smoothing", v / 100))
-        self.feather_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=60, value=15)
-        self.feather_slider.valueChanged.connect(lambda v: self._pipeline_call("set_feather", v / 1000))
+        self.smoothing_slider = self._setting_slider(tune, "Smoothing", "smoothing", "set_smoothing")
+        self.feather_slider = self._setting_slider(tune, "Feather", "feather", "set_feather")
         self.mask_check = QCheckBox("Show occlusion mask")
         self.mask_check.toggled.connect(lambda on: self._pipeline_call("set_show_mask", on))
-        tune.addRow("Smoothing", self.smoothing_slider)
-        tune.addRow("Feather", self.feather_slider)
         tune.addRow(self.mask_check)
         side.addWidget(tune_box)
 
@@ -144,13 +144,14 @@ class MainWindow(QMainWindow):
         layout.addLayout(side)
         self.setCentralWidget(central)
 
+        # The one binding of the hotkey (a second one, a QShortcut beside this action, made Qt
+        # call the key ambiguous and do nothing).
         self.toggle_action = QAction("Toggle effect", self, shortcut=QKeySequence(HOTKEY))
         self.toggle_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
         self.toggle_action.triggered.connect(self.toggle_button.toggle)
         menu = self.menuBar().addMenu("&Effect")
         menu.addAction(self.toggle_action)
-        self.hotkey = QShortcut(QKeySequence(HOTKEY), self, context=Qt.ShortcutContext.ApplicationShortcut)
-        self.hotkey.activated.connect(self.toggle_button.toggle)
+        self.addAction(self.toggle_action)
         self.tray = None
         if QSystemTrayIcon.isSystemTrayAvailable():
             self.tray = QSystemTrayIcon(self.windowIcon(), self)
@@ -161,14 +162,50 @@ class MainWindow(QMainWindow):
             self.tray.setContextMenu(tray_menu)
             self.tray.show()
 
+    def _setting_slider(self, form: QFormLayout, label: str, name: str, apply: str) -> QSlider:
+        """A slider over the setting's whole range (and no further), with its value shown."""
+        setting = SETTINGS[name]
+        scale = setting.slider_scale
+        slider = QSlider(Qt.Orientation.Horizontal, minimum=round(setting.low * scale),
+                         maximum=round(setting.high * scale), toolTip=setting.help)
+        shown = QLabel(minimumWidth=48)
+        unit = f" {setting.unit}" if setting.unit else ""
+
+        def changed(position: int):
+            shown.setText(f"{position / scale:g}{unit}")
+            self._pipeline_call(apply, position / scale)
+
+        slider.valueChanged.connect(changed)
+        slider.setValue(round(setting.default * scale))
+        changed(slider.value())
+        row = QHBoxLayout()
+        row.addWidget(slider, 1)
+        row.addWidget(shown)
+        form.addRow(label, row)
+        return slider
+
+    def setting_value(self, name: str) -> float:
+        slider = {"smoothing": self.smoothing_slider, "feather": self.feather_slider}[name]
+        return slider.value() / SETTINGS[name].slider_scale
+
+    def apply_options(self, values: dict) -> None:
+        """Values given on the command line (already range-checked) over the remembered ones."""
+        for name, slider in (("smoothing", self.smoothing_slider), ("feather", self.feather_slider)):
+            if values.get(name) is not None:
+                slider.setValue(round(values[name] * SETTINGS[name].slider_scale))
+        if values.get("max_faces") is not None:
+            self.max_faces.blockSignals(True)
+            self.max_faces.setValue(values["max_faces"])
+            self.max_faces.blockSignals(False)
+
     # Settings.
     def _restore_settings(self):
         s = self.settings
         self.engine_path = s.value("engine", "", type=str) or None
-        self.smoothing_slider.setValue(s.value("smoothing", 80, type=int))
-        self.feather_slider.setValue(s.value("feather", 15, type=int))
+        for name, slider in (("smoothing", self.smoothing_slider), ("feather", self.feather_slider)):
+            slider.setValue(s.value(name, round(SETTINGS[name].default * SETTINGS[name].slider_scale), type=int))
         self.max_faces.blockSignals(True)
-        self.max_faces.setValue(s.value("max_faces", 1, type=int))
+        self.max_faces.setValue(s.value("max_faces", SETTINGS["max_faces"].default, type=int))
         self.max_faces.blockSignals(False)
         self.view_picker.setCurrentText(s.value("view", "Split", type=str))
         camera = s.value("camera", 0, type=int)
@@ -189,8 +226,8 @@ class MainWindow(QMainWindow):
     def _start(self):
         options = self.controller.options
         options.max_faces = self.max_faces.value()
-        options.smoothing = self.smoothing_slider.value() / 100
-        options.feather = self.feather_slider.value() / 1000
+        options.smoothing = self.setting_value("smoothing")
+        options.feather = self.setting_value("feather")
         options.show_mask = self.mask_check.isChecked()
         options.enabled = self.toggle_button.isChecked()
         self.error_label.setText("")

@@ -1,0 +1,79 @@
+"""The settings a user can set, in one table: each with its default, range, unit and help.
+
+The CLI options, the benchmark's options and the GUI's sliders are made from this table, so a
+default is written once and an out-of-range value is refused where it comes in, with one line.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str               # the option is --name with dashes
+    kind: type              # int or float
+    default: float | int | None
+    low: float | int
+    high: float | int
+    help: str
+    unit: str = ""
+    slider_scale: int = 1   # GUI: slider value = setting value * scale (integer steps)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def _refusal(self, value) -> str | None:
+        if self.low <= value <= self.high:
+            return None
+        unit = f" {self.unit}" if self.unit else ""
+        return f"must be between {self.low} and {self.high}{unit}, got {value}"
+
+    def check(self, value):
+        """The value, or ValueError with a one-line reason."""
+        refusal = self._refusal(value)
+        if refusal:
+            raise ValueError(f"{self.flag} {refusal}")
+        return value
+
+    def parse(self, text: str):
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+        if value != value:  # NaN
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'")
+        refusal = self._refusal(value)
+        if refusal:
+            raise argparse.ArgumentTypeError(refusal)
+        return value
+
+    def add_to(self, parser: argparse.ArgumentParser, default=None) -> None:
+        default = self.default if default is None else default
+        shown = f", default {default}" if default is not None else ""
+        unit = f" {self.unit}" if self.unit else ""
+        parser.add_argument(self.flag, type=self.parse, default=default, metavar=self.name.split("_")[-1].upper(),
+                            help=f"{self.help} ({self.low}-{self.high}{unit}{shown})")
+
+
+SETTINGS = {s.name: s for s in (
+    Setting("smoothing", float, 0.8, 0.0, 0.95, "temporal smoothing of the restored face: the weight of the "
+            "past frames; resets on fast motion", slider_scale=100),
+    Setting("feather", float, 0.015, 0.0, 0.06, "blur of the mask edge", unit="crop widths", slider_scale=1000),
+    Setting("max_faces", int, 1, 1, 8, "faces restored per frame"),
+    Setting("threads", int, 1, 1, 64, "generator threads on the CPU (the other core tracks)"),
+    Setting("fps", float, None, 1.0, 240.0, "camera frame rate to ask for, e.g. 30", unit="frames/s"),
+    Setting("frames", int, 300, 10, 1_000_000, "frames to time"),
+    Setting("soak", float, 0.0, 0.0, 7 * 24 * 3600.0, "seconds to play a looping video in real time, "
+            "reporting memory, frame rate, queue depths and threads over time (0: no soak)", unit="s"),
+)}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line ("prog: error: ...; see --help"), exit 2."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
