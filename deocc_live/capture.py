@@ -280,13 +280,15 @@ def open_source(spec: str | int | None, size=None, fps=None, loop: bool = False,
 
 
 class MemorySource(Source):
-    """Frames held in memory (benchmarks, tests). ``paced`` releases them at ``fps`` in real time
-    and behaves like a camera (live: frames may be dropped)."""
+    """Frames held in memory (benchmarks, tests, evaluation). ``paced`` releases them at ``fps``
+    in real time and behaves like a camera (live: frames may be dropped); ``still`` makes each
+    one a picture on its own, as an image file is."""
 
-    def __init__(self, images: list[np.ndarray], fps: float = 30.0, paced: bool = False, repeat: int = 1):
+    def __init__(self, images: list[np.ndarray], fps: float = 30.0, paced: bool = False, repeat: int = 1,
+                 still: bool = False):
         if not images:
             raise SourceError("no frames")
-        self.images, self.fps, self.live, self.repeat = images, fps, paced, repeat
+        self.images, self.fps, self.live, self.repeat, self.still = images, fps, paced, repeat, still
         self.size = (images[0].shape[1], images[0].shape[0])
         self.frame_count = len(images) * repeat
         super().__init__()
@@ -301,4 +303,5 @@ class MemorySource(Source):
                 if delay > 0 and self._halt.wait(delay):
                     return
             image = self.images[index % len(self.images)]
-            yield Frame(image=image, index=index, time_ms=now_ms() if self.live else index * 1000.0 / self.fps)
+            yield Frame(image=image, index=index, time_ms=now_ms() if self.live else index * 1000.0 / self.fps,
+                        still=self.still)

@@ -81,6 +81,15 @@ def cmd_eval(args):
     print(report["markdown"])
 
 
+def cmd_e2e(args):
+    from trainer.configs import EndToEndConfig
+    from trainer.e2e import run
+
+    report = run(_config(EndToEndConfig, args))
+    print(report["markdown"])
+    print(f"wrote {args.out}/e2e.json, e2e.md, e2e_grid.jpg and e2e_real_panel.jpg")
+
+
 def cmd_export(args):
     from trainer.export import export_onnx
 
@@ -129,7 +138,7 @@ def cmd_build_engine(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trainer.configs import EvalConfig, FitConfig, SynthConfig
+    from trainer.configs import EndToEndConfig, EvalConfig, FitConfig, SynthConfig
 
     parser = OneLineParser(prog="deocc-train", description="Train deocc-live's generator.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="metrics on the test split: input, Telea, ours")
     _add_dataclass_options(evaluate, EvalConfig)
     evaluate.set_defaults(handler=cmd_eval)
+
+    e2e = sub.add_parser("e2e", help="quality as a user meets it: whole test-split pictures through the app, "
+                                     "occluders placed as the trainer never does, a clip and real photos")
+    _add_dataclass_options(e2e, EndToEndConfig)
+    e2e.set_defaults(handler=cmd_e2e)
 
     export = sub.add_parser("export", help="checkpoint -> ONNX with metadata, parity-checked")
     export.add_argument("--ckpt", required=True, help="training checkpoint (its EMA weights are exported)")

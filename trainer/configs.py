@@ -71,3 +71,18 @@ class EvalConfig:
     limit: int = option(0, "score only the first N pairs (0: all)", 0)
     batch: int = option(32, "crops per generator call", 1, 4096)
     grid: int = option(8, "rows in the picture grid", 0, 64)
+
+
+@dataclass
+class EndToEndConfig:
+    model: str = required("generator to score: .onnx, .pt or a training checkpoint")
+    data: str = option("../shared/data", "data folder with faces/, occluders/ and occluded_real/ "
+                       "(only its test-split faces are used)")
+    out: str = option("runs/e2e", "folder for e2e.json, e2e.md and the pictures")
+    per_kind: int = option(30, "pictures per occluder kind (mask, glasses, hand, cup, microphone, phone)", 1, 10000)
+    real: int = option(40, "real masked photos to run and show (no truth exists for them)", 0, 10000)
+    size: str = option("1280x720", "frame size of the pictures")
+    split: str = option("test", "faces of this split (choose models on validation, report on test)",
+                        choices=("validation", "test"))
+    seed: int = option(0, "seed of faces, placements and occluders", 0)
+    landmarker: str | None = option(None, "MediaPipe face_landmarker.task (default: $DEOCC_MODEL_DIR or the user cache)")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import configparser
 import csv
+import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,11 +47,28 @@ KINDS = {
 }
 
 
+HELD_OUT_MODULUS = 4  # one occluder in about four is kept from training for the end-to-end evaluation
+SUBSETS = ("all", "train", "held_out")
+
+
+def held_out(name: str) -> bool:
+    """Whether a cut-out or mask template is held back from training. Views of one thing (a mask's
+    left/right views, a pair of glasses and its try-on shot, hands from one EgoHands frame) share
+    their fate, so nothing the evaluation shows was seen from another angle."""
+    base = re.sub(r"(_tryon|_c\d+|_left|_right)$", "", Path(name).stem, flags=re.IGNORECASE)
+    return zlib.crc32(base.encode("utf-8")) % HELD_OUT_MODULUS == 0
+
+
+def _wanted(name: str, subset: str) -> bool:
+    return subset == "all" or held_out(name) == (subset == "held_out")
+
+
 @dataclass
 class MaskTemplate:
     rgba: np.ndarray
     anchors: np.ndarray  # (6, 2): a, b, c (top: left, middle, right), d, e, f (bottom)
     recolourable: bool
+    name: str = ""
 
 
 @dataclass
@@ -61,12 +80,16 @@ class OccluderBank:
     cutouts: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, root: str | Path) -> "OccluderBank":
+    def load(cls, root: str | Path, subset: str = "train") -> "OccluderBank":
+        """The cut-outs and templates of ``subset``: "train" (what the trainer may see),
+        "held_out" (kept for the end-to-end evaluation) or "all"."""
+        if subset not in SUBSETS:
+            raise ValueError(f"occluder subset must be one of {SUBSETS}, got {subset!r}")
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"occluder folder not found: {root}")
         bank = cls()
-        bank.mask_sets = _load_mask_templates(root)
+        bank.mask_sets = [group for group in _load_mask_templates(root) if _wanted(group[0].name, subset)]
         bank.textures = [img for img in (cv2.imread(str(p)) for p in
                                          sorted((root / "mask_textures_rgb").glob("*.jpg"))) if img is not None]
         groups = {"glasses": ["glasses"], "hat": ["hats"], "hand": ["hands"],
@@ -75,6 +98,8 @@ class OccluderBank:
             images = []
             for folder in folders:
                 for path in sorted((root / folder).glob("*.png")):
+                    if not _wanted(path.name, subset):
+                        continue
                     rgba = _read_rgba(path)
                     if rgba is not None:
                         images.append(_trim(rgba))
@@ -228,7 +253,7 @@ def _load_mask_templates(root: Path) -> list[list[MaskTemplate]]:
         sx, sy = sizes.get(name, (1.0, 1.0))
         anchors = np.array([[float(v) for v in config[section][f"mask_{k}"].split(",")]
                             for k in "abcdef"], np.float64) * [sx, sy]
-        templates[section] = MaskTemplate(rgba, anchors, recolourable=not section.startswith("gas"))
+        templates[section] = MaskTemplate(rgba, anchors, recolourable=not section.startswith("gas"), name=name)
     sets = []
     for base in sorted(name for name in templates if not name.endswith(("_left", "_right"))):
         group = [templates[base]] + [templates[f"{base}_{side}"] for side in ("left", "right")
@@ -254,9 +279,9 @@ def _jitter_colour(rgb: np.ndarray, rng) -> np.ndarray:
     return np.clip(rgb * gain.astype(np.float32) + rng.uniform(-20, 20), 0, 255)
 
 
-def _place(rgba: np.ndarray, centre, scale: float, angle: float, size: int):
+def _place(rgba: np.ndarray, centre, scale: float, angle: float, size):
     """Shrink the cut-out to its final scale (area filter, no aliasing), rotate about its centre
-    and put its centre at ``centre``."""
+    and put its centre at ``centre``, on a canvas of ``size`` (a square's side, or (width, height))."""
     if scale <= 0:
         return None
     height, width = rgba.shape[:2]
@@ -264,7 +289,8 @@ def _place(rgba: np.ndarray, centre, scale: float, angle: float, size: int):
     small = cv2.resize(rgba, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     matrix = cv2.getRotationMatrix2D((new_w / 2, new_h / 2), angle, 1.0)
     matrix[:, 2] += np.asarray(centre) - np.array([new_w / 2, new_h / 2])
-    warped = cv2.warpAffine(small, matrix, (size, size), flags=cv2.INTER_LINEAR,
+    canvas = (size, size) if np.isscalar(size) else tuple(size)
+    warped = cv2.warpAffine(small, matrix, canvas, flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return warped[..., :3], warped[..., 3] / 255.0
 

@@ -1,0 +1,97 @@
+"""The end-to-end evaluation: held-out occluders, its own placement, its scores, and a short run
+through the real app (MediaPipe on the covered picture, ONNX Runtime, the blend)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from media import DATA
+from trainer import e2e
+from trainer.occluders import OccluderBank, held_out
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_held_out_occluders_never_reach_the_trainer():
+    train = OccluderBank.load(DATA / "occluders", "train")
+    kept = OccluderBank.load(DATA / "occluders", "held_out")
+    everything = OccluderBank.load(DATA / "occluders", "all")
+    for kind in ("glasses", "hand", "object"):
+        assert train.cutouts[kind] and kept.cutouts[kind]
+        assert len(train.cutouts[kind]) + len(kept.cutouts[kind]) == len(everything.cutouts[kind])
+    assert train.mask_sets and kept.mask_sets
+    assert len(train.mask_sets) + len(kept.mask_sets) == len(everything.mask_sets)
+    # Views of one thing share their fate.
+    assert held_out("masktheface_gas.png") == held_out("masktheface_gas_left.png") == held_out("masktheface_gas_right.png")
+    assert held_out("cvproj_egohands_14_c1.png") == held_out("cvproj_egohands_14_c3.png")
+    with pytest.raises(ValueError):
+        OccluderBank.load(DATA / "occluders", "some")
+
+
+def test_scores_measure_what_they_say():
+    rng = np.random.default_rng(0)
+    truth = cv2.GaussianBlur(rng.integers(0, 255, (120, 160, 3)).astype(np.uint8), (0, 0), 1.0)
+    region = np.zeros((120, 160), bool)
+    region[30:90, 40:120] = True
+    same = e2e.score(truth, truth, region)
+    assert same["psnr"] > 90 and same["ssim"] > 0.999 and same["colour_shift"] < 1e-6
+    assert same["sharpness"] == pytest.approx(1.0)
+    blurred = e2e.score(cv2.GaussianBlur(truth, (0, 0), 3), truth, region)
+    assert blurred["sharpness"] < 0.3 and blurred["psnr"] < same["psnr"]
+    tinted = truth.astype(np.int16)
+    tinted[..., 1] += 40  # green
+    tinted = np.clip(tinted, 0, 255).astype(np.uint8)
+    assert e2e.score(tinted, truth, region)["colour_shift"] > 10
+
+
+def test_occluders_are_placed_on_the_face_for_every_kind():
+    from deocc_live.landmarks import FaceLandmarks
+    from media import LANDMARKER
+
+    banks = {subset: OccluderBank.load(DATA / "occluders", subset) for subset in ("train", "held_out")}
+    banks.update(cup=e2e.cutouts(DATA / "occluders", "cups"), phone=e2e.cutouts(DATA / "occluders", "phones"))
+    faces = e2e.split_faces(DATA / "faces", "test")
+    assert len(faces) > 500 and all(face.is_file() for face in faces[:5])
+    rng = np.random.default_rng(3)
+    with FaceLandmarks(LANDMARKER) as finder:
+        truth = e2e.face_frame(cv2.imread(str(faces[0])), (960, 540), rng)
+        (landmarks,) = finder.detect(truth)
+        face = e2e.face_region(landmarks, truth.shape)
+        for kind in e2e.KINDS:
+            frame, alpha, _kept = e2e.occlude(truth, landmarks, kind, banks, rng)
+            covered = (alpha > 0.5) & face
+            assert covered.sum() > 0.02 * face.sum(), kind
+            changed = np.abs(frame.astype(int) - truth.astype(int)).max(axis=2) > 0
+            assert not changed[alpha == 0].any(), kind  # the picture changed only under the occluder
+
+
+def test_end_to_end_run_through_the_app(tmp_path, generator_onnx):
+    result = subprocess.run([sys.executable, "-m", "trainer", "e2e", "--model", str(generator_onnx), "--out", str(tmp_path),
+                             "--per-kind", "2", "--real", "4", "--size", "960x540"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "e2e.json").read_text())
+    assert set(report["kinds"]) == set(e2e.KINDS)
+    assert report["overall"]["scenes"] == 12 and len(report["scenes"]) == 12
+    for row in report["scenes"]:
+        assert 0 <= row["mask_recall"] <= 1 and row["input"]["psnr"] < 60
+    overall = report["overall"]
+    # The input still shows the occluder: whatever the generator does, the app must do better.
+    assert overall["ours"]["psnr"] > overall["input"]["psnr"] + 2
+    assert overall["acted"] >= 0.5 and report["clip"]["covered_frames"] >= 10
+    assert report["real"]["photos"] == 4
+    for name in ("e2e.md", "e2e_grid.jpg", "e2e_real_panel.jpg"):
+        assert (tmp_path / name).stat().st_size > 100
+    assert "| **all** |" in (tmp_path / "e2e.md").read_text()
+
+
+def test_end_to_end_refuses_a_bad_size(tmp_path, generator_onnx):
+    result = subprocess.run([sys.executable, "-m", "trainer", "e2e", "--model", str(generator_onnx), "--out", str(tmp_path),
+                             "--size", "big"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "--size must look like" in result.stderr and "Traceback" not in result.stderr
