@@ -90,6 +90,16 @@ def cmd_e2e(args):
     print(f"wrote {args.out}/e2e.json, e2e.md, e2e_grid.jpg and e2e_real_panel.jpg")
 
 
+def cmd_misalign(args):
+    from trainer.configs import MisalignConfig
+    from trainer.misalign import run
+
+    result = run(_config(MisalignConfig, args))
+    summary = ", ".join(f"{k} {v['median']:+.4f} (90% within {v['p90_abs_dev']:.4f})" for k, v in result["summary"].items())
+    print(f"wrote {args.out}: {len(result['samples'])} crops; the tracker missed {result['missed']} of "
+          f"{result['covered_faces']} covered faces; {summary}")
+
+
 def cmd_export(args):
     from trainer.export import export_onnx
 
@@ -138,7 +148,7 @@ def cmd_build_engine(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trainer.configs import EndToEndConfig, EvalConfig, FitConfig, SynthConfig
+    from trainer.configs import EndToEndConfig, EvalConfig, FitConfig, MisalignConfig, SynthConfig
 
     parser = OneLineParser(prog="deocc-train", description="Train deocc-live's generator.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth = sub.add_parser("synth", help="write aligned training pairs from faces and occluders")
     _add_dataclass_options(synth, SynthConfig)
     synth.set_defaults(handler=cmd_synth)
+
+    misalign = sub.add_parser("misalign", help="record how the app's crops move when landmarks come from covered "
+                                               "faces (fit replays these errors)")
+    _add_dataclass_options(misalign, MisalignConfig)
+    misalign.set_defaults(handler=cmd_misalign)
 
     fit = sub.add_parser("fit", help="train the generator")
     _add_dataclass_options(fit, FitConfig)

@@ -3,7 +3,10 @@ field's help and allowed range live beside its default). Kept free of heavy impo
 `deocc-train --help` is instant."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+
+DATA_DEFAULT = os.environ.get("DEOCC_DATA", "../shared/data")
 
 
 def option(default, help: str, low=None, high=None, choices=None):
@@ -45,6 +48,7 @@ class FitConfig:
     adv: float = option(0.5, "weight of the adversarial loss (0: none)", 0.0)
     mask: float = option(10.0, "weight of the occlusion-mask loss", 0.0)
     hole: float = option(4.0, "extra L1 weight inside the covered region", 0.0)
+    recall: float = option(0.7, "weight of missed covered pixels in the mask's Tversky loss (0.5: Dice)", 0.0, 1.0)
     adv_start: int = option(4000, "step at which the discriminator joins", 0)
     ema: float = option(0.999, "decay of the generator's moving average (the weights shipped)", 0.0, 1.0)
     checkpoint_minutes: float = option(5.0, "minutes between checkpoints", 0.01)
@@ -60,6 +64,8 @@ class FitConfig:
     online: bool = option(True, "draw a fresh occluder for every sample (needs the landmarks synth stores)")
     resume: bool = option(False, "continue from OUT/last.ckpt exactly where it stopped")
     init_from: str | None = option(None, "start from another checkpoint's weights (names and shapes that match)")
+    misalign: str = option("auto", "replay the crop errors of landmarks found on covered faces (`deocc-train "
+                           "misalign`): auto (the file shipped with the trainer), off, or a file")
 
 
 @dataclass
@@ -76,8 +82,8 @@ class EvalConfig:
 @dataclass
 class EndToEndConfig:
     model: str = required("generator to score: .onnx, .pt or a training checkpoint")
-    data: str = option("../shared/data", "data folder with faces/, occluders/ and occluded_real/ "
-                       "(only its test-split faces are used)")
+    data: str = option(DATA_DEFAULT, "data folder with faces/, occluders/ and occluded_real/ "
+                       "(only the faces of --split are used; default: $DEOCC_DATA or ../shared/data)")
     out: str = option("runs/e2e", "folder for e2e.json, e2e.md and the pictures")
     per_kind: int = option(30, "pictures per occluder kind (mask, glasses, hand, cup, microphone, phone)", 1, 10000)
     real: int = option(40, "real masked photos to run and show (no truth exists for them)", 0, 10000)
@@ -85,4 +91,14 @@ class EndToEndConfig:
     split: str = option("test", "faces of this split (choose models on validation, report on test)",
                         choices=("validation", "test"))
     seed: int = option(0, "seed of faces, placements and occluders", 0)
+    landmarker: str | None = option(None, "MediaPipe face_landmarker.task (default: $DEOCC_MODEL_DIR or the user cache)")
+
+
+@dataclass
+class MisalignConfig:
+    data: str = option(DATA_DEFAULT, "data folder with faces/ and occluders/ (its training-split faces are used; "
+                       "default: $DEOCC_DATA or ../shared/data)")
+    out: str = option("trainer/misalignment.json", "file to write the recorded crop errors to")
+    count: int = option(400, "covered faces to record", 10, 100000)
+    seed: int = option(0, "seed of faces and occluders", 0)
     landmarker: str | None = option(None, "MediaPipe face_landmarker.task (default: $DEOCC_MODEL_DIR or the user cache)")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from trainer.misalign import error_matrix
 from trainer.pairs import list_pairs, read_image, read_pair
 
 
@@ -45,7 +46,8 @@ def _jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 class PairDataset(Dataset):
     """Items are (index, sample_seed); returns (occluded, clean, mask) tensors."""
 
-    def __init__(self, root, split: str, size: int | None = None, bank=None, augment: bool = False):
+    def __init__(self, root, split: str, size: int | None = None, bank=None, augment: bool = False,
+                 misalign: list[dict] | None = None):
         self.pairs = list_pairs(root, split)
         if not self.pairs:
             raise FileNotFoundError(f"no {split} pairs under {root} (expected {split}/Mask and {split}/Unmask)")
@@ -53,6 +55,7 @@ class PairDataset(Dataset):
         self.size = size or (first.shape[0] if first is not None else 128)
         self.bank = bank if bank is not None and all(p.landmarks is not None for p in self.pairs) else None
         self.augment = augment
+        self.misalign = misalign or []  # crop errors recorded on covered faces (trainer.misalign)
         self.unreadable: set[str] = set()
 
     @property
@@ -81,6 +84,13 @@ class PairDataset(Dataset):
             if loaded is None:
                 return None
             occluded, clean, mask = loaded
+        if self.augment and self.misalign:
+            # The crop the app cuts with landmarks of the covered face: the same error for all three.
+            matrix = error_matrix(self.misalign[rng.integers(len(self.misalign))], self.size)
+            size = (self.size, self.size)
+            occluded = cv2.warpAffine(occluded, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+            clean = cv2.warpAffine(clean, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+            mask = cv2.warpAffine(mask, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         if self.augment and rng.random() < 0.5:
             occluded, clean, mask = occluded[:, ::-1], clean[:, ::-1], mask[:, ::-1]
         return occluded, clean, mask

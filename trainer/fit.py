@@ -7,7 +7,6 @@ import contextlib
 import copy
 import csv
 import json
-import math
 import os
 import signal
 import subprocess
@@ -93,7 +92,10 @@ class Trainer:
             from trainer.occluders import OccluderBank
 
             bank = OccluderBank.load(occluders)
-        self.train_set = PairDataset(config.data, "train", config.size or None, bank=bank, augment=True)
+        from trainer import misalign
+
+        self.train_set = PairDataset(config.data, "train", config.size or None, bank=bank, augment=True,
+                                     misalign=misalign.load(config.misalign))
         self.size = self.train_set.size
         try:
             self.val_set = PairDataset(config.data, "validation", self.size)
@@ -132,7 +134,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.g_train = DDP(self.generator, device_ids=ids)
             self.d_train = DDP(self.discriminator, device_ids=ids)
-        self.weights = LossWeights(config.rec, config.ssim, config.adv, config.mask, config.hole)
+        self.weights = LossWeights(config.rec, config.ssim, config.adv, config.mask, config.hole, config.recall)
         self.amp = autocast_dtype(config, self.device)
 
     def _occluders_from_summary(self):

@@ -40,20 +40,24 @@ class LossWeights:
     adv: float = 0.5
     mask: float = 10.0
     hole: float = 4.0  # extra L1 weight inside the covered region
+    recall: float = 0.7  # Tversky weight of missed covered pixels (0.5: Dice); a rim left uncovered shows
 
 
 def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
                    fake_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """λ_rec·L1 (heavier where covered) + λ_ssim·(1 − SSIM) + λ_adv·adversarial + λ_mask·mask.
+    """λ_rec·L1 (heavier where covered) + λ_ssim·(1 − SSIM) + λ_adv·adversarial + λ_mask·mask
+    (BCE + Tversky, which with ``recall`` above 0.5 weighs missed covered pixels over false alarms).
     Images in [-1, 1]; masks in [0, 1]."""
     restored, occlusion = restored.float(), occlusion.float()
     pixel_weight = 1.0 + weights.hole * true_mask
     l1 = ((restored - target).abs() * pixel_weight).mean() / (1.0 + weights.hole * true_mask.mean()).clamp(min=1.0)
     ssim = ssim_map((restored + 1) / 2, (target + 1) / 2).mean()
     bce = F.binary_cross_entropy(occlusion.clamp(1e-6, 1 - 1e-6), true_mask)
-    intersection = (occlusion * true_mask).sum(dim=(1, 2, 3))
-    dice = 1 - (2 * intersection + 1) / (occlusion.sum(dim=(1, 2, 3)) + true_mask.sum(dim=(1, 2, 3)) + 1)
-    mask_loss = bce + dice.mean()
+    hits = (occlusion * true_mask).sum(dim=(1, 2, 3))
+    misses = ((1 - occlusion) * true_mask).sum(dim=(1, 2, 3))
+    false_alarms = (occlusion * (1 - true_mask)).sum(dim=(1, 2, 3))
+    tversky = 1 - (hits + 1) / (hits + weights.recall * misses + (1 - weights.recall) * false_alarms + 1)
+    mask_loss = bce + tversky.mean()
     total = weights.rec * l1 + weights.ssim * (1 - ssim) + weights.mask * mask_loss
     parts = {"l1": l1.item(), "ssim": ssim.item(), "mask": mask_loss.item()}
     if fake_logits is not None and weights.adv > 0:
