@@ -173,7 +173,7 @@ def test_output_file_is_replaced_only_when_complete(clip, generator_onnx, tmp_pa
 
 
 def test_camera_that_does_not_exist(generator_onnx):
-    line = _one_line_error(deocc("--camera", "57", "--engine", generator_onnx, "--preview"))
+    line = _one_line_error(deocc("--camera", "57", "--engine", generator_onnx, "--no-virtual-camera"))
     assert "camera 57" in line
 
 
