@@ -29,7 +29,7 @@ def find_asset(name: str) -> Path | None:
 
 def default_generator() -> Path:
     """The int8 generator where ONNX Runtime runs on the CPU, the fp32 one where it has CUDA."""
-    from engines.onnx_backend import has_cuda_provider
+    from engines import has_cuda_provider
 
     if not has_cuda_provider():
         path = find_asset(CPU_GENERATOR)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import cv2
 
-from deocc_live.outputs import CAMERA_LABEL
+from deocc_live.stages.outputs import CAMERA_LABEL
 
 
 @dataclass(frozen=True)

@@ -1,65 +1,32 @@
-"""`deocc-live`: the headless filter (camera or file in; virtual camera, preview or file out),
-`deocc-live bench` and `deocc-live --gui`. Errors print one line and exit non-zero."""
+"""`deocc-live`: one command. With no subcommand it runs the filter (camera or file in; virtual
+camera, preview or file out); `deocc-live bench` and `deocc-live gui` (or --gui) are the others.
+Each lives in its own module under deocc_live/commands (the GUI in deocc_live/gui); this file
+only builds the parser and picks one. Errors print one line and exit non-zero."""
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
-from pathlib import Path
 
-from deocc_live.settings import SETTINGS, OneLineParser
-
-EPILOG = """keys in the preview: space or t toggles the effect, m the mask overlay, q or Esc quits.
-SIGUSR1 toggles the effect too (kill -USR1 PID)."""
+from deocc_live.commands import bench, run
+from deocc_live.commands.options import guarded
+from deocc_live.settings import OneLineParser
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 1280x720, got '{text}'") from None
-    if not (16 <= width <= 8192 and 16 <= height <= 8192):
-        raise argparse.ArgumentTypeError(f"size out of range: {text}")
-    return width, height
-
-
-def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", help="generator file: .plan/.engine (TensorRT), .onnx (ONNX Runtime), "
-                        ".pt/.ckpt (PyTorch); default: the one shipped in assets/")
-    parser.add_argument("--landmarker", help="path of face_landmarker.task (default: $DEOCC_MODEL_DIR, "
-                        "the user cache, or a first-run download)")
-    SETTINGS["threads"].add_to(parser)
-    SETTINGS["max_faces"].add_to(parser)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="deocc-live", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description="Removes what covers a face in live video and sends the result "
-                                                 "to the virtual camera 'Deocc Camera', a preview, or a file. "
-                                                 "`deocc-live bench --help` for the benchmark.")
-    parser.add_argument("--input", help="video file, image file or folder of images (default: the camera)")
-    parser.add_argument("--output", help="output file (video or image) or folder, same size and rate as the input")
-    parser.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
-    parser.add_argument("--size", type=parse_size, help="camera size, e.g. 1280x720")
-    SETTINGS["fps"].add_to(parser)
-    add_common(parser)
-    parser.add_argument("--preview", action="store_true", help="show a preview window")
-    parser.add_argument("--show-mask", action="store_true", help="overlay the occlusion mask (debug)")
-    parser.add_argument("--no-smoothing", action="store_true", help="no temporal smoothing of landmarks and faces")
-    SETTINGS["smoothing"].add_to(parser)
-    SETTINGS["feather"].add_to(parser)
-    parser.add_argument("--off", action="store_true", help="start with the effect off")
-    parser.add_argument("--virtual-camera", action=argparse.BooleanOptionalAction, default=None,
-                        help="send to 'Deocc Camera' (default: on, unless --output is given)")
-    parser.add_argument("--loop", action="store_true", help="loop a video input")
-    parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
-                        help="play a video input at its own frame rate, like a camera "
-                             "(default: on when there is no --output, e.g. a clip sent to the virtual camera)")
-    parser.add_argument("--gui", action="store_true", help="open the desktop app")
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="deocc-live", epilog=run.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Removes what covers a face in live video and sends the result to the "
+                                       "virtual camera 'Deocc Camera', a preview, or a file.")
+    run.add_arguments(parser)
+    parser.add_argument("--gui", action="store_true", help="open the desktop app (the same as `deocc-live gui`)")
     parser.add_argument("--verbose", action="store_true", help="show MediaPipe's and TensorFlow Lite's own log lines")
     parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", title="other commands", metavar="{bench,gui}")
+    bench.add_arguments(commands.add_parser("bench", help="frame rate, latency, stage times and flicker; "
+                                            "--soak for an hour-long run", description=bench.__doc__))
+    from deocc_live.gui import app
+
+    app.add_arguments(commands.add_parser("gui", help="the desktop app", description="deocc-live's desktop app"))
     return parser
 
 
@@ -69,175 +36,17 @@ def _version() -> str:
     return f"deocc-live {__version__}"
 
 
-def open_engine_for(args):
-    from deocc_live.assets import default_generator
-    from engines import open_engine
-
-    path = Path(args.engine) if args.engine else default_generator()
-    return open_engine(path, threads=args.threads)
-
-
-def run_headless(args) -> int:
-    from deocc_live.display import missing_display
-
-    if args.preview and missing_display(qt=False):
-        raise RuntimeError(f"--preview needs a display: {missing_display(qt=False)}; "
-                           "write the result with --output FILE instead")
-    from deocc_live.capture import open_source
-    from deocc_live.landmark_model import resolve
-    from deocc_live.outputs import OutputError, VirtualCameraOutput, open_file_output
-    from deocc_live.pipeline import Pipeline, PipelineOptions
-
-    landmarker = resolve(args.landmarker)
-    engine = open_engine_for(args)
-    source = pipeline = None
-    outputs = []
-    try:
-        realtime = args.realtime if args.realtime is not None else not args.output
-        source = open_source(args.input if args.input else args.camera, size=args.size, fps=args.fps, loop=args.loop,
-                             realtime=realtime)
-        if args.output:
-            outputs.append(open_file_output(args.output, source))
-        want_camera = args.virtual_camera if args.virtual_camera is not None else not args.output
-        if want_camera:
-            try:
-                outputs.append(VirtualCameraOutput(source.size, source.fps))
-                print(f"sending to {outputs[-1].device}", file=sys.stderr)
-            except OutputError as error:
-                if not (args.output or args.preview):
-                    raise
-                print(f"deocc-live: {error}", file=sys.stderr)
-        options = PipelineOptions(max_faces=args.max_faces, enabled=not args.off,
-                                  smoothing=0.0 if args.no_smoothing else args.smoothing,
-                                  landmark_smoothing=not args.no_smoothing, feather=args.feather,
-                                  show_mask=args.show_mask)
-        pipeline = Pipeline(source, engine, landmarker, outputs, options)
-        complete = _drive(pipeline, args.preview)
-    except BaseException:
-        for output in outputs:
-            output.close(complete=False)
-        raise
-    finally:
-        if source is not None and pipeline is None:
-            source.close()  # a started pipeline's capture thread closes its source itself
-        engine.close()
-    for output in outputs:
-        output.close(complete=complete)
-    if pipeline.failed_outputs:
-        raise OutputError(pipeline.failed_outputs[0][1])
-    failed = getattr(source, "failed", [])
-    for path, reason in failed:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    if args.output:
-        print(f"wrote {pipeline.frames_out} frame(s) to {args.output}", file=sys.stderr)
-    return 0 if complete and not (failed and pipeline.frames_out == 0) else 1
-
-
-def _drive(pipeline, preview: bool) -> bool:
-    """Run until the source ends (True) or the user stops it (False for files: incomplete)."""
-    stop = threading.Event()
-    handlers = {}
-
-    def on_stop(signum, frame):
-        stop.set()
-
-    def on_toggle(signum, frame):
-        state = pipeline.toggle()
-        print(f"effect {'on' if state else 'off'}", file=sys.stderr)
-
-    for sig, handler in ((signal.SIGINT, on_stop), (signal.SIGTERM, on_stop),
-                         (getattr(signal, "SIGUSR1", None), on_toggle)):
-        if sig is not None:
-            handlers[sig] = signal.signal(sig, handler)
-    window = None
-    try:
-        pipeline.start()
-        if preview:
-            window = _Preview()
-        shown = 0
-        while not stop.is_set():
-            finished = pipeline.wait(0.03)
-            if pipeline.failed_outputs:  # a file output stopped (a full disk): the job cannot finish
-                return False
-            news, shown = pipeline.news_since(shown)
-            for message in news:  # camera lost and back, generator trouble
-                print(f"deocc-live: {message}", file=sys.stderr)
-            if finished:
-                return True
-            if window is not None and pipeline.latest is not None:
-                key = window.show(pipeline.latest.output, pipeline)
-                if key in ("quit",):
-                    break
-        return pipeline.source.live
-    finally:
-        pipeline.stop()
-        pipeline.set_engine(None)  # closes the engine once no inference is running
-        if window is not None:
-            window.close()
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-
-
-class _Preview:
-    NAME = "deocc-live (space: toggle, m: mask, q: quit)"
-
-    def __init__(self):
-        import cv2
-
-        self.cv2 = cv2
-        cv2.namedWindow(self.NAME, cv2.WINDOW_NORMAL)
-
-    def show(self, image, pipeline):
-        cv2 = self.cv2
-        text = f"{'ON' if pipeline.options.enabled else 'OFF'}  {pipeline.stats.fps():.1f} FPS"
-        shown = image.copy()
-        cv2.putText(shown, text, (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 255, 0), 2, cv2.LINE_AA)
-        cv2.imshow(self.NAME, shown)
-        key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), 27):
-            return "quit"
-        if key in (ord(" "), ord("t")):
-            pipeline.toggle()
-        elif key == ord("m"):
-            pipeline.set_show_mask(not pipeline.options.show_mask)
-        return None
-
-    def close(self):
-        self.cv2.destroyAllWindows()
-
-
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "bench":
-        from deocc_live.bench import main as bench_main
-
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.verbose:
         os.environ["DEOCC_VERBOSE"] = "1"
-    if args.gui:
-        from deocc_live.gui.app import main as gui_main
+    if args.command == "gui" or args.gui:
+        from deocc_live.gui import app
 
-        return gui_main(argv)
-    return guarded(run_headless, args)
-
-
-def guarded(function, args) -> int:
-    """Known failures as one line and exit 1; a traceback only with DEOCC_DEBUG=1."""
-    from deocc_live.capture import SourceError
-    from deocc_live.landmark_model import LandmarkModelError
-    from deocc_live.outputs import OutputError
-    from engines import EngineError
-
-    try:
-        return function(args)
-    except KeyboardInterrupt:
-        return 130
-    except (SourceError, OutputError, EngineError, LandmarkModelError, FileNotFoundError, ValueError, OSError, RuntimeError) as error:
-        if os.environ.get("DEOCC_DEBUG"):
-            raise
-        print(f"deocc-live: error: {error}", file=sys.stderr)
-        return 1
+        return app.run(args)
+    if args.command == "bench":
+        return guarded(bench.run, args)
+    return guarded(run.run, args)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,18 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 
-from deocc_live.align import AlignStage
-from deocc_live.blend import BlendStage
-from deocc_live.capture import now_ms
+from deocc_live.stages.align import AlignStage
+from deocc_live.stages.blend import BlendStage
+from deocc_live.stages.capture import now_ms
 from deocc_live.frame import Frame
-from deocc_live.generate import GenerateStage
-from deocc_live.outputs import OutputError
-from deocc_live.settings import SETTINGS
-from deocc_live.smooth import SmoothStage
-from deocc_live.track import TrackStage
+from deocc_live.stages.generate import GenerateStage
+from deocc_live.stages.outputs import OutputError
+from deocc_live.settings import LiveSettings
+from deocc_live.stages.smooth import SmoothStage
+from deocc_live.stages.track import TrackStage
 
 _END = object()
 
@@ -60,21 +59,6 @@ class DropOldestQueue:
         return self._queue.qsize()
 
 
-@dataclass
-class PipelineOptions:
-    max_faces: int = SETTINGS["max_faces"].default
-    enabled: bool = True
-    smoothing: float = SETTINGS["smoothing"].default
-    landmark_smoothing: bool = True
-    feather: float = SETTINGS["feather"].default
-    show_mask: bool = False
-    queue_size: int = 2
-
-    def __post_init__(self):
-        for name in ("max_faces", "smoothing", "feather"):
-            SETTINGS[name].check(getattr(self, name))
-
-
 class RollingStats:
     """Per-stage timings and frame rate over the last frames."""
 
@@ -103,11 +87,11 @@ class RollingStats:
 
 
 class Pipeline:
-    def __init__(self, source, engine, landmarker_path, outputs=(), options: PipelineOptions | None = None,
-                 on_frame=None):
+    def __init__(self, source, engine, landmarker_path, outputs=(), settings: LiveSettings | None = None,
+                 on_frame=None, queue_size: int = 2):
         self.source = source
         self.outputs = list(outputs)
-        self.options = options or PipelineOptions()
+        self.settings = settings or LiveSettings()
         self.on_frame = on_frame
         self.stats = RollingStats()
         # News for the user, newest last (failures, camera lost and back): the last 100, and a count
@@ -120,16 +104,16 @@ class Pipeline:
         self._outputs_lock = threading.RLock()  # held while frames are written: removal waits for it
         self._engine_lock = threading.Lock()
         self.engine = engine
-        self.track = TrackStage(landmarker_path, max_faces=self.options.max_faces,
-                                smoothing=self.options.landmark_smoothing)
+        self.track = TrackStage(landmarker_path, max_faces=self.settings.max_faces,
+                                landmark_filter=self.settings.landmark_filter)
         self.align = AlignStage(engine.spec.crop_size) if engine is not None else None
         self.generate = GenerateStage(engine) if engine is not None else None
-        self.smooth = SmoothStage(self.options.smoothing)
-        self.blend = BlendStage(self.options.feather, show_mask=self.options.show_mask)
+        self.smooth = SmoothStage(self.settings)
+        self.blend = BlendStage(self.settings)
         drop = source.live
-        self._tracked = DropOldestQueue(self.options.queue_size, drop)
-        self._captured = DropOldestQueue(self.options.queue_size, drop)
-        self._generated = DropOldestQueue(self.options.queue_size, drop)
+        self._tracked = DropOldestQueue(queue_size, drop)
+        self._captured = DropOldestQueue(queue_size, drop)
+        self._generated = DropOldestQueue(queue_size, drop)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.frames_out = 0
@@ -139,17 +123,8 @@ class Pipeline:
 
     # Settings the app changes while running.
     def toggle(self) -> bool:
-        self.options.enabled = not self.options.enabled
-        return self.options.enabled
-
-    def set_smoothing(self, strength: float) -> None:
-        self.options.smoothing = self.smooth.strength = float(SETTINGS["smoothing"].check(strength))
-
-    def set_feather(self, feather: float) -> None:
-        self.options.feather = self.blend.feather = float(SETTINGS["feather"].check(feather))
-
-    def set_show_mask(self, show: bool) -> None:
-        self.options.show_mask = self.blend.show_mask = bool(show)
+        self.settings.enabled = not self.settings.enabled
+        return self.settings.enabled
 
     def add_output(self, output) -> None:
         with self._outputs_lock:
@@ -239,7 +214,7 @@ class Pipeline:
             if frame is _END:
                 self._generated.put(_END, self._stop)
                 return
-            frame.enabled = self.options.enabled
+            frame.enabled = self.settings.enabled
             start = now_ms()
             # Under the lock: set_engine() never closes an engine in the middle of its run.
             with self._engine_lock:

@@ -2,17 +2,19 @@
 
 The CLI options, the benchmark's options and the GUI's sliders are made from this table, so a
 default is written once and an out-of-range value is refused where it comes in, with one line.
+``LiveSettings`` holds the values of one running filter; the stages read them from it, so each
+value lives in one place (the GUI's slider changes it there, the next frame uses it).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Setting:
-    name: str               # the option is --name with dashes
+    name: str               # the field of LiveSettings (or the option's own name)
     kind: type              # int or float
     default: float | int | None
     low: float | int
@@ -20,10 +22,11 @@ class Setting:
     help: str
     unit: str = ""
     slider_scale: int = 1   # GUI: slider value = setting value * scale (integer steps)
+    option: str = ""        # the command-line option, when not --name with dashes
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.option or "--" + self.name.replace("_", "-")
 
     def _refusal(self, value) -> str | None:
         if self.low <= value <= self.high:
@@ -50,17 +53,19 @@ class Setting:
             raise argparse.ArgumentTypeError(refusal)
         return value
 
-    def add_to(self, parser: argparse.ArgumentParser, default=None) -> None:
+    def add_to(self, parser: argparse.ArgumentParser, default=None, unset: bool = False) -> None:
+        """The option, range-checked. ``unset``: left None when not given (the caller tells a value
+        the user chose from the default, e.g. to keep what the app remembered)."""
         default = self.default if default is None else default
         shown = f", default {default}" if default is not None else ""
         unit = f" {self.unit}" if self.unit else ""
-        parser.add_argument(self.flag, type=self.parse, default=default, metavar=self.name.split("_")[-1].upper(),
-                            help=f"{self.help} ({self.low}-{self.high}{unit}{shown})")
+        parser.add_argument(self.flag, dest=self.name, type=self.parse, default=None if unset else default,
+                            metavar=self.name.split("_")[-1].upper(), help=f"{self.help} ({self.low}-{self.high}{unit}{shown})")
 
 
 SETTINGS = {s.name: s for s in (
-    Setting("smoothing", float, 0.8, 0.0, 0.95, "temporal smoothing of the restored face: the weight of the "
-            "past frames; resets on fast motion", slider_scale=100),
+    Setting("face_smoothing", float, 0.8, 0.0, 0.95, "temporal smoothing of the restored face: the weight of "
+            "the past frames; resets on fast motion", slider_scale=100, option="--smoothing"),
     Setting("feather", float, 0.015, 0.0, 0.06, "blur of the mask edge", unit="crop widths", slider_scale=1000),
     Setting("max_faces", int, 1, 1, 8, "faces restored per frame"),
     Setting("threads", int, 1, 1, 64, "generator threads on the CPU (the other core tracks)"),
@@ -69,6 +74,42 @@ SETTINGS = {s.name: s for s in (
     Setting("soak", float, 0.0, 0.0, 7 * 24 * 3600.0, "seconds to play a looping video in real time, "
             "reporting memory, frame rate, queue depths and threads over time (0: no soak)", unit="s"),
 )}
+
+
+def _default(name: str):
+    return field(default=SETTINGS[name].default)
+
+
+LIVE = ("face_smoothing", "feather", "max_faces")  # the table's settings a LiveSettings holds
+
+
+@dataclass
+class LiveSettings:
+    """The values one running filter uses; checked against the table when made and when set."""
+
+    face_smoothing: float = _default("face_smoothing")
+    feather: float = _default("feather")
+    max_faces: int = _default("max_faces")
+    landmark_filter: bool = True     # One Euro filter on the landmarks of a stream
+    enabled: bool = True             # the effect on or off
+    show_mask: bool = False          # the occlusion mask overlaid in red
+
+    def __post_init__(self):
+        for name in LIVE:
+            SETTINGS[name].check(getattr(self, name))
+
+    @classmethod
+    def given(cls, args, **others) -> "LiveSettings":
+        """The table's defaults, with what the command line gave over them."""
+        return cls(**{name: getattr(args, name) for name in LIVE if getattr(args, name, None) is not None}, **others)
+
+    def set(self, name: str, value) -> None:
+        """Change one value while running (a GUI slider, a key); numbers are range-checked."""
+        if name not in self.__dataclass_fields__:
+            raise KeyError(f"no live setting named {name}")
+        if name in SETTINGS:
+            value = SETTINGS[name].kind(SETTINGS[name].check(value))
+        setattr(self, name, value)
 
 
 class OneLineParser(argparse.ArgumentParser):

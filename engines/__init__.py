@@ -80,6 +80,13 @@ register([".plan", ".engine"], "engines.tensorrt_backend:load")
 register([".pt", ".ckpt"], "engines.torch_backend:load")
 
 
+def has_cuda_provider() -> bool:
+    """Whether ONNX Runtime here has its CUDA provider (the app then prefers the fp32 file)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def suffixes() -> list[str]:
     return sorted(_REGISTRY)
 

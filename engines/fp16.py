@@ -93,6 +93,6 @@ def convert_file(source, target) -> None:
     """Read an FP32 generator, write its FP16 graph (through a temporary file)."""
     import onnx
 
-    from deocc_live.atomic import atomic_write_bytes
+    from engines.atomic import atomic_write_bytes
 
     atomic_write_bytes(target, convert(onnx.load(str(source))).SerializeToString())

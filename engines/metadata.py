@@ -5,7 +5,21 @@ from __future__ import annotations
 import json
 import struct
 
-from deocc_live.align import TEMPLATE
+import numpy as np
+
+# Where the five points land in a crop of side 1 (x, y). Eyes at 38% height and mouth at 70%
+# leave room for the forehead above and the chin below.
+TEMPLATE = np.array(
+    [
+        [0.340, 0.380],  # eye on the image's left
+        [0.660, 0.380],  # eye on the image's right
+        [0.500, 0.560],  # nose tip
+        [0.365, 0.700],  # mouth corner, image left
+        [0.635, 0.700],  # mouth corner, image right
+    ],
+    dtype=np.float64,
+)
+# (The app's align stage and the trainer's synth cut crops with it; a model file records it.)
 
 KEY = "deocc"
 FORMAT_VERSION = 1

@@ -67,8 +67,3 @@ def load(path: Path, threads: int = 0, providers: list[str] | None = None, **_ig
     return OnnxEngine(path, threads=threads, providers=providers)
 
 
-def has_cuda_provider() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-

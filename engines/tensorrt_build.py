@@ -31,7 +31,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, fp16: bool = True, max_
 
     if not torch.cuda.is_available():
         raise EngineError("building a TensorRT plan needs an NVIDIA GPU (torch sees no CUDA device here)")
-    from deocc_live.atomic import atomic_write_bytes
+    from engines.atomic import atomic_write_bytes
 
     onnx_path = Path(onnx_path)
     model = onnx.load(str(onnx_path))

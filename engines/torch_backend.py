@@ -15,7 +15,7 @@ class TorchEngine(Engine):
     def __init__(self, path: Path, device: str | None = None, half: bool | None = None, threads: int = 0):
         import torch
 
-        from trainer.model import Generator
+        from engines.network import Generator
 
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -24,14 +24,14 @@ class TorchEngine(Engine):
         if not isinstance(state, dict):
             raise EngineError(f"{path}: not a deocc-live generator file")
         if state.get("format") == GENERATOR_FORMAT:
-            spec, weights, metadata = state["model"], state["state_dict"], state.get("metadata", {})
+            shape, weights, metadata = state["model"], state["state_dict"], state.get("metadata", {})
         elif state.get("format") == "deocc-ckpt-1":
-            spec, weights = state["model"], state.get("generator_ema") or state["generator"]
-            metadata = {"crop_size": int(spec["size"]), "outputs": ["restored", "occlusion"]}
+            shape, weights = state["model"], state.get("generator_ema") or state["generator"]
+            metadata = {"crop_size": int(shape["size"]), "outputs": ["restored", "occlusion"]}
         else:
             raise EngineError(f"{path}: not a deocc-live generator file")
         validate(metadata, str(path))
-        generator = Generator(width=spec["width"], bottleneck_blocks=spec["bottleneck_blocks"])
+        generator = Generator(width=shape["width"], bottleneck_blocks=shape["bottleneck_blocks"])
         try:
             generator.load_state_dict(weights)
         except RuntimeError as error:
@@ -65,7 +65,7 @@ def save_generator(path: str | Path, generator, size: int, metadata: dict) -> No
 
     import torch
 
-    from deocc_live.atomic import atomic_write_bytes
+    from engines.atomic import atomic_write_bytes
 
     buffer = io.BytesIO()
     torch.save({"format": GENERATOR_FORMAT,

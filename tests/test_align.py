@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deocc_live import align
-from deocc_live.capture import to_bgr8
+from deocc_live.stages import align
+from deocc_live.stages.capture import to_bgr8
 from media import LANDMARKER, face_files
 
 

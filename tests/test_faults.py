@@ -3,7 +3,6 @@ fills while a video is written, a write error the writer does not report. Nothin
 an earlier output file is never replaced by a broken one."""
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 import subprocess
@@ -15,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from deocc_live.capture import CameraSource
+from deocc_live.stages.capture import CameraSource
 from deocc_live.landmark_model import resolve
-from deocc_live.outputs import VideoFileOutput, VirtualCameraOutput
+from deocc_live.stages.outputs import VideoFileOutput, VirtualCameraOutput
 from deocc_live.pipeline import Pipeline
 from engines import open_engine
 from media import face_files, moving_clip, read_video, write_video
@@ -158,7 +157,7 @@ def test_a_finished_video_is_checked_before_it_replaces_the_earlier_one(tmp_path
 
 def test_a_recording_that_hits_a_full_disk_stops_and_the_pipeline_goes_on(tmp_path, clip_frames, generator_onnx):
     """A recorder whose disk is full is dropped; the other outputs keep running."""
-    from deocc_live.capture import MemorySource
+    from deocc_live.stages.capture import MemorySource
 
     source = MemorySource(clip_frames, fps=30)
     free = shutil.disk_usage(tmp_path).free
@@ -178,7 +177,7 @@ def test_a_recording_that_hits_a_full_disk_stops_and_the_pipeline_goes_on(tmp_pa
 
 def test_news_is_kept_bounded_and_read_once(tmp_path, clip_frames):
     """The headless filter prints each message once; hours of a flapping camera keep 100 at most."""
-    from deocc_live.capture import MemorySource
+    from deocc_live.stages.capture import MemorySource
 
     pipeline = Pipeline(MemorySource(clip_frames[:1]), None, resolve(), [])
     for index in range(250):

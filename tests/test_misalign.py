@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deocc_live import align
+from deocc_live.stages import align
 from trainer import misalign
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.model import Generator, StridedPointwise
+from engines.network import Generator, StridedPointwise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the heap here. Run in a child so that a crash fails this test instead of killing the suite.
 TRAINING_STEPS = """
 import torch
-from trainer.model import Generator
+from engines.network import Generator
 torch.manual_seed(0)
 for width in (0.5, 0.25, 1.0):
     g = Generator(width, 2).to(memory_format=torch.channels_last)

@@ -1,7 +1,8 @@
 import numpy as np
 
 from deocc_live.one_euro import OneEuroFilter
-from deocc_live.smooth import SmoothStage
+from deocc_live.settings import LiveSettings
+from deocc_live.stages.smooth import SmoothStage
 from deocc_live.frame import Face, Frame
 
 
@@ -35,7 +36,7 @@ def _face(track_id, value, motion=0.0, new=False):
 
 
 def test_smoothing_averages_still_faces_and_resets_on_fast_motion():
-    stage = SmoothStage(strength=0.5, reset_motion=0.02)
+    stage = SmoothStage(LiveSettings(face_smoothing=0.5), reset_motion=0.02)
     stage(Frame(image=None, index=0, time_ms=0, faces=[_face(1, 0.0, new=True)]))
     still = stage(Frame(image=None, index=1, time_ms=33, faces=[_face(1, 1.0)])).faces[0]
     assert np.allclose(still.restored, 0.5)

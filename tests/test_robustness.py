@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from deocc_live.capture import MemorySource
+from deocc_live.stages.capture import MemorySource
 from deocc_live.landmark_model import resolve
-from deocc_live.pipeline import Pipeline, PipelineOptions
+from deocc_live.pipeline import Pipeline
+from deocc_live.settings import LiveSettings
 from engines import open_engine
 from media import DATA, LANDMARKER, face_files, place_face
 
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_frames(images, engine_path, max_faces=1):
     with open_engine(engine_path) as engine:
-        pipeline = Pipeline(MemorySource(images), engine, resolve(), [], PipelineOptions(max_faces=max_faces))
+        pipeline = Pipeline(MemorySource(images), engine, resolve(), [], LiveSettings(max_faces=max_faces))
         outputs = []
         pipeline.on_frame = lambda f: outputs.append(f)
         with pipeline:
@@ -100,7 +101,7 @@ def test_second_look_finds_covered_faces_the_whole_frame_misses():
     tracker's closer second look finds them."""
     from deocc_live.frame import Frame
     from deocc_live.landmarks import FaceLandmarks
-    from deocc_live.track import TrackStage
+    from deocc_live.stages.track import TrackStage
     from media import DATA, background
 
     backdrop = background((1280, 720))
@@ -131,7 +132,7 @@ def test_masked_faces_are_found_in_place_and_nowhere_else():
 
     from deocc_live.frame import Frame
     from deocc_live.landmarks import FaceLandmarks
-    from deocc_live.track import TrackStage
+    from deocc_live.stages.track import TrackStage
     from trainer import e2e
     from trainer.occluders import OccluderBank
 

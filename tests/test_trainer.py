@@ -219,7 +219,7 @@ def test_int8_quantisation_keeps_the_contract(tiny_pairs, tiny_onnx, tmp_path):
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_run, tmp_path, monkeypatch):
     import errno
 
-    from deocc_live import atomic
+    from engines import atomic
 
     target = tmp_path / "last.ckpt"
     target.write_bytes((tiny_run / "last.ckpt").read_bytes())

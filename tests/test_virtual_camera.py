@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deocc_live.capture import MemorySource
-from deocc_live.outputs import OutputError, VirtualCameraOutput, find_v4l2_device, how_to_create_camera
+from deocc_live.stages.capture import MemorySource
+from deocc_live.stages.outputs import OutputError, VirtualCameraOutput, find_v4l2_device, how_to_create_camera
 from media import face_files, occluded_frame
 from standins import RecordingBackend
 

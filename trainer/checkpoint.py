@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.util import atomic_write_bytes
+from engines.atomic import atomic_write_bytes
 
 FORMAT = "deocc-ckpt-1"
 
@@ -36,10 +36,10 @@ def load(path: str | Path, map_location="cpu") -> dict:
 
 def generator_from(state: dict, ema: bool = True):
     """The generator a checkpoint describes, in eval mode (its EMA weights by default)."""
-    from trainer.model import Generator
+    from engines.network import Generator
 
-    spec = state["model"]
-    generator = Generator(width=spec["width"], bottleneck_blocks=spec["bottleneck_blocks"])
+    shape = state["model"]
+    generator = Generator(width=shape["width"], bottleneck_blocks=shape["bottleneck_blocks"])
     weights = state.get("generator_ema") if ema and state.get("generator_ema") else state["generator"]
     generator.load_state_dict(weights)
     return generator.eval()

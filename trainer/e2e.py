@@ -27,7 +27,8 @@ from trainer.metrics import image_metrics, psnr_from_mse
 from trainer.occluders import (CHIN, EYE_OUTER, FACE_OVAL, MOUTH, NOSE_TIP, OccluderBank, _jitter_colour, _place,
                                 _read_rgba, _recolour, _trim, held_out)
 from trainer.pairs import IMAGE_SUFFIXES, split_of
-from trainer.util import atomic_write_bytes, progress
+from engines.atomic import atomic_write_bytes
+from trainer.util import progress
 
 KINDS = ("mask", "glasses", "hand", "cup", "microphone", "phone")
 METHODS = ("input", "telea", "ours")
@@ -283,7 +284,7 @@ def occlude(frame: np.ndarray, landmarks: np.ndarray, kind: str, banks: dict, rn
 def run_app(images: list[np.ndarray], engine, landmarker: str, still: bool):
     """Every picture through the app's pipeline (stills on their own, or a clip as a stream);
     returns the frames as the outputs receive them (output, faces)."""
-    from deocc_live.capture import MemorySource
+    from deocc_live.stages.capture import MemorySource
     from deocc_live.pipeline import Pipeline
 
     done = []

@@ -10,11 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deocc_live.generate import batch_to_images, crops_to_batch
+from deocc_live.stages.generate import batch_to_images, crops_to_batch
 from trainer.configs import EvalConfig
 from trainer.metrics import image_metrics, mask_iou
 from trainer.pairs import list_pairs, read_pair
-from trainer.util import atomic_write_bytes, progress
+from engines.atomic import atomic_write_bytes
+from trainer.util import progress
 
 ROWS = ("input", "telea", "ours")
 COLUMNS = ("mse", "psnr", "ssim", "hole_mse", "hole_psnr", "hole_ssim")
@@ -54,7 +55,7 @@ def run(config: EvalConfig) -> dict:
         pairs = pairs[: config.limit]
     if not pairs:
         raise FileNotFoundError(f"no {config.split} pairs under {config.data}")
-    from deocc_live.blend import BlendStage
+    from deocc_live.stages.blend import BlendStage
 
     app_blend = BlendStage()  # "ours" is what the app shows: its mask growth, feather and edge fade
     scores = {row: [] for row in ROWS}

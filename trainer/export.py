@@ -10,7 +10,7 @@ import numpy as np
 
 from engines.metadata import INPUT_NAME, KEY, OUTPUT_NAMES, describe
 from trainer import checkpoint
-from trainer.util import atomic_write_bytes
+from engines.atomic import atomic_write_bytes
 
 PARITY_TOLERANCE = 1e-3
 FP16_TOLERANCE = 0.03  # [-1, 1] outputs: about 4 grey levels at worst, measured 0.004-0.017

@@ -22,9 +22,11 @@ from torch.utils.data import DataLoader
 from trainer import checkpoint
 from trainer.data import PairDataset, StepBatchSampler, fixed_batch, to_image
 from trainer.losses import LossWeights, discriminator_loss, generator_loss
-from trainer.model import Discriminator, Generator, parameter_count
+from engines.atomic import atomic_write_bytes
+from engines.network import Generator, parameter_count
+from trainer.model import Discriminator
 from trainer.configs import FitConfig
-from trainer.util import atomic_write_bytes, progress
+from trainer.util import progress
 
 
 def git_commit() -> str:
@@ -145,10 +147,10 @@ class Trainer:
         return None
 
     def _restore(self, state: dict):
-        spec = state["model"]
-        if (spec["width"], spec["bottleneck_blocks"]) != (self.config.width, self.config.bottleneck_blocks):
+        shape = state["model"]
+        if (shape["width"], shape["bottleneck_blocks"]) != (self.config.width, self.config.bottleneck_blocks):
             raise checkpoint.CheckpointError(
-                f"--resume: the checkpoint has width {spec['width']}, {spec['bottleneck_blocks']} bottleneck "
+                f"--resume: the checkpoint has width {shape['width']}, {shape['bottleneck_blocks']} bottleneck "
                 f"blocks; this run asks for {self.config.width}, {self.config.bottleneck_blocks}")
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])

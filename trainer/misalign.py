@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deocc_live import align
-from trainer.util import atomic_write_bytes, progress
+from deocc_live.stages import align
+from engines.atomic import atomic_write_bytes
+from trainer.util import progress
 
 PACKAGED = Path(__file__).resolve().parent / "misalignment.json"
 RENDER_SIZE = 512
@@ -60,7 +61,7 @@ def cover_in_frame(truth: np.ndarray, landmarks: np.ndarray, bank, rng) -> np.nd
 
 def measure(faces_root, occluders, landmarker: str, count: int = 400, seed: int = 0, size=(1280, 720),
             crop_size: int = 128) -> dict:
-    from deocc_live.track import TrackStage
+    from deocc_live.stages.track import TrackStage
     from deocc_live.frame import Frame
     from deocc_live.landmarks import FaceLandmarks
     from trainer.e2e import face_frame, split_faces

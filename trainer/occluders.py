@@ -121,7 +121,7 @@ class OccluderBank:
         for index in range(count):
             for _attempt in range(6):
                 chosen = kind if (kind and index == 0) else _pick(rng, self._available_kinds())
-                layer = self._draw(chosen, canvas, landmarks, size, rng)
+                layer = self._draw(chosen, landmarks, size, rng)
                 if layer is None:
                     continue
                 rgb, alpha = layer
@@ -147,12 +147,12 @@ class OccluderBank:
                 available.pop(kind)
         return available
 
-    def _draw(self, kind, canvas, landmarks, size, rng):
+    def _draw(self, kind, landmarks, size, rng):
         if kind == "face_mask":
             return self._face_mask(landmarks, size, rng)
         if kind in ("glasses", "hat", "hand", "object"):
             return self._cutout(kind, landmarks, size, rng)
-        return PROCEDURAL[kind](canvas, landmarks, size, rng)
+        return PROCEDURAL[kind](landmarks, size, rng)
 
     def _face_mask(self, landmarks, size, rng):
         bridge = landmarks[NOSE_BRIDGE[0]] + rng.uniform(0.3, 1.0) * (landmarks[NOSE_BRIDGE[1]] - landmarks[NOSE_BRIDGE[0]])
@@ -348,14 +348,14 @@ def _rotated_body(rgb, alpha, centre, width, height, angle, colour, rng, shading
     alpha[:] = np.maximum(alpha, mask)
 
 
-def _face_frame(landmarks, size, rng):
+def _mouth_and_width(landmarks):
     mouth = (landmarks[MOUTH[0]] + landmarks[MOUTH[1]]) / 2
     face_width = float(np.linalg.norm(landmarks[CHEEK_UPPER[1]] - landmarks[CHEEK_UPPER[0]]))
     return mouth, face_width
 
 
-def _microphone(canvas, landmarks, size, rng):
-    mouth, face_width = _face_frame(landmarks, size, rng)
+def _microphone(landmarks, size, rng):
+    mouth, face_width = _mouth_and_width(landmarks)
     radius = face_width * rng.uniform(0.13, 0.22)
     centre = mouth + rng.normal(0, 0.05 * size, 2) + np.array([0.0, radius * rng.uniform(0.2, 1.0)])
     angle = rng.uniform(-35, 35)
@@ -380,8 +380,8 @@ def _microphone(canvas, landmarks, size, rng):
     return _draw_layer(size, paint)
 
 
-def _cup(canvas, landmarks, size, rng, bottle=False):
-    mouth, face_width = _face_frame(landmarks, size, rng)
+def _cup(landmarks, size, rng, bottle=False):
+    mouth, face_width = _mouth_and_width(landmarks)
     width = face_width * (rng.uniform(0.18, 0.3) if bottle else rng.uniform(0.3, 0.5))
     height = width * (rng.uniform(2.5, 3.5) if bottle else rng.uniform(1.0, 1.5))
     centre = mouth + np.array([rng.normal(0, 0.06 * size), height * rng.uniform(0.2, 0.5)])
@@ -407,12 +407,12 @@ def _cup(canvas, landmarks, size, rng, bottle=False):
     return _draw_layer(size, paint)
 
 
-def _bottle(canvas, landmarks, size, rng):
-    return _cup(canvas, landmarks, size, rng, bottle=True)
+def _bottle(landmarks, size, rng):
+    return _cup(landmarks, size, rng, bottle=True)
 
 
-def _phone(canvas, landmarks, size, rng):
-    mouth, face_width = _face_frame(landmarks, size, rng)
+def _phone(landmarks, size, rng):
+    mouth, face_width = _mouth_and_width(landmarks)
     width = face_width * rng.uniform(0.35, 0.55)
     height = width * rng.uniform(1.8, 2.1)
     anchor = landmarks[CHEEKS[rng.integers(2)]] if rng.random() < 0.5 else mouth
@@ -427,8 +427,8 @@ def _phone(canvas, landmarks, size, rng):
     return _draw_layer(size, paint)
 
 
-def _hand_shape(canvas, landmarks, size, rng):
-    mouth, face_width = _face_frame(landmarks, size, rng)
+def _hand_shape(landmarks, size, rng):
+    mouth, face_width = _mouth_and_width(landmarks)
     tones = [np.array([95, 130, 190]), np.array([60, 90, 150]), np.array([45, 60, 95]),
              np.array([140, 170, 220]), np.array([30, 45, 70])]
     skin = tones[rng.integers(len(tones))] * rng.uniform(0.85, 1.15)
@@ -455,8 +455,8 @@ def _hand_shape(canvas, landmarks, size, rng):
     return _draw_layer(size, paint)
 
 
-def _scarf(canvas, landmarks, size, rng):
-    mouth, face_width = _face_frame(landmarks, size, rng)
+def _scarf(landmarks, size, rng):
+    mouth, face_width = _mouth_and_width(landmarks)
     top = float(rng.uniform(landmarks[NOSE_TIP][1], mouth[1] + 0.05 * size))
     colour = rng.uniform(20, 230, 3)
 

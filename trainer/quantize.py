@@ -8,8 +8,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from trainer.pairs import list_pairs, read_pair
 
 
@@ -23,7 +21,7 @@ class _CropReader:
 
 
 def calibration_batches(data: str | Path, size: int, count: int = 256, split: str = "validation"):
-    from deocc_live.generate import crops_to_batch
+    from deocc_live.stages.generate import crops_to_batch
 
     pairs = list_pairs(data, split)[:count]
     if not pairs:
@@ -38,7 +36,7 @@ def quantize(onnx_path: str | Path, data: str | Path, out: str | Path, count: in
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from engines.metadata import KEY
-    from trainer.util import atomic_write_bytes
+    from engines.atomic import atomic_write_bytes
 
     onnx_path, out = Path(onnx_path).resolve(), Path(out).resolve()
     model = onnx.load(str(onnx_path))

@@ -15,10 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deocc_live import align
+from deocc_live.stages import align
 from trainer.configs import SynthConfig
 from trainer.pairs import IMAGE_SUFFIXES, SPLITS, split_of
-from trainer.util import atomic_write_bytes, progress
+from engines.atomic import atomic_write_bytes
+from trainer.util import progress
 
 MIN_EYE_DISTANCE_PX = 18.0
 

@@ -1,11 +1,7 @@
-"""Small shared helpers: atomic writes (the app's own) and a progress bar."""
+"""The trainer's progress bar."""
 from __future__ import annotations
 
 import sys
-
-from deocc_live.atomic import atomic_write_bytes
-
-__all__ = ["atomic_write_bytes", "progress"]
 
 
 def progress(iterable, total=None, desc="", **kwargs):

@@ -1,27 +1,30 @@
-"""`deocc-live --gui` and `deocc-live-gui`: the desktop app."""
+"""`deocc-live gui` (or --gui) and `deocc-live-gui`: the desktop app."""
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
 
-from deocc_live.settings import SETTINGS, OneLineParser
+from deocc_live.settings import LIVE, SETTINGS, OneLineParser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="deocc-live-gui", description="deocc-live's desktop app")
-    parser.add_argument("--gui", action="store_true", help=argparse.SUPPRESS)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", help="start on a video file instead of the camera")
     parser.add_argument("--camera", type=int, help="camera index")
     parser.add_argument("--engine", help="generator file (.plan, .onnx, .pt)")
     parser.add_argument("--landmarker", help="path of face_landmarker.task")
-    for name in ("smoothing", "feather", "max_faces"):  # start values over the remembered ones
-        SETTINGS[name].add_to(parser, default=argparse.SUPPRESS)
-    return parser
+    for name in LIVE:  # start values over the remembered ones
+        SETTINGS[name].add_to(parser, unset=True)
 
 
 def main(argv=None) -> int:
-    args, _unknown = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    """`deocc-live-gui`."""
+    parser = OneLineParser(prog="deocc-live-gui", description="deocc-live's desktop app")
+    add_arguments(parser)
+    return run(parser.parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def run(args) -> int:
     from deocc_live.display import missing_display
 
     reason = missing_display()
@@ -47,7 +50,7 @@ def main(argv=None) -> int:
         return 1
     controller = PipelineController(landmarker)
     source = args.input if args.input else args.camera
-    options = {name: getattr(args, name, None) for name in ("smoothing", "feather", "max_faces")}
+    options = {name: getattr(args, name, None) for name in LIVE}
     window = MainWindow(controller, QSettings("deocc-live", "deocc-live"), source=source, engine=args.engine,
                         options=options)
     window.resize(1200, 720)

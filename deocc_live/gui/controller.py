@@ -7,9 +7,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from deocc_live.capture import SourceError, open_source
-from deocc_live.outputs import OutputError, VideoFileOutput, VirtualCameraOutput
-from deocc_live.pipeline import Pipeline, PipelineOptions
+from deocc_live.stages.capture import SourceError, open_source
+from deocc_live.stages.outputs import OutputError, VideoFileOutput, VirtualCameraOutput
+from deocc_live.pipeline import Pipeline
+from deocc_live.settings import LiveSettings
 from engines import EngineError, open_engine
 
 
@@ -23,7 +24,7 @@ class PipelineController(QObject):
         super().__init__(parent)
         self.landmarker_path = landmarker_path
         self.pipeline: Pipeline | None = None
-        self.options = PipelineOptions()
+        self.settings = LiveSettings()
         self.engine_path: str | None = None
         self.virtual_camera: VirtualCameraOutput | None = None
         self.recorder: VideoFileOutput | None = None
@@ -38,7 +39,7 @@ class PipelineController(QObject):
             self.error.emit(str(error))
             return False
         engine = self._open_engine(engine_path)
-        self.pipeline = Pipeline(source, engine, self.landmarker_path, [], self.options, on_frame=self._on_frame)
+        self.pipeline = Pipeline(source, engine, self.landmarker_path, [], self.settings, on_frame=self._on_frame)
         self.pipeline.start()
         return True
 

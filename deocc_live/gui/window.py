@@ -60,6 +60,31 @@ class MainWindow(QMainWindow):
     def _build(self):
         central = QWidget()
         layout = QHBoxLayout(central)
+        layout.addLayout(self._build_preview(), 1)
+        side = QVBoxLayout()
+        self.toggle_button = QPushButton("Effect ON")
+        self.toggle_button.setCheckable(True)
+        self.toggle_button.setChecked(True)
+        self.toggle_button.setMinimumHeight(56)
+        self.toggle_button.setToolTip(f"Toggle the effect ({HOTKEY})")
+        self.toggle_button.toggled.connect(self._set_enabled)
+        side.addWidget(self.toggle_button)
+        side.addWidget(self._build_source_box())
+        side.addWidget(self._build_camera_box())
+        side.addWidget(self._build_tuning_box())
+        self.record_button = QPushButton("Record...")
+        self.record_button.setCheckable(True)
+        self.record_button.toggled.connect(self._record)
+        side.addWidget(self.record_button)
+        self.readout = QLabel("")
+        self.readout.setStyleSheet("font-family: monospace;")
+        side.addWidget(self.readout)
+        side.addStretch(1)
+        layout.addLayout(side)
+        self.setCentralWidget(central)
+        self._build_hotkey()
+
+    def _build_preview(self) -> QVBoxLayout:
         left = QVBoxLayout()
         self.preview = QLabel("starting...")
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -80,17 +105,9 @@ class MainWindow(QMainWindow):
         self.error_label.setWordWrap(True)
         self.error_label.setStyleSheet("color: #c0392b;")
         left.addWidget(self.error_label)
-        layout.addLayout(left, 1)
+        return left
 
-        side = QVBoxLayout()
-        self.toggle_button = QPushButton("Effect ON")
-        self.toggle_button.setCheckable(True)
-        self.toggle_button.setChecked(True)
-        self.toggle_button.setMinimumHeight(56)
-        self.toggle_button.setToolTip(f"Toggle the effect ({HOTKEY})")
-        self.toggle_button.toggled.connect(self._set_enabled)
-        side.addWidget(self.toggle_button)
-
+    def _build_source_box(self) -> QGroupBox:
         source_box = QGroupBox("Source and engine")
         form = QFormLayout(source_box)
         self.camera_picker = QComboBox()
@@ -109,10 +126,11 @@ class MainWindow(QMainWindow):
         form.addRow(engine_button, self.engine_label)
         faces = SETTINGS["max_faces"]
         self.max_faces = QSpinBox(minimum=faces.low, maximum=faces.high, value=faces.default, toolTip=faces.help)
-        self.max_faces.valueChanged.connect(lambda _v: self._switch_source(self.source))
+        self.max_faces.valueChanged.connect(lambda _v: self._switch_source(self.source))  # the tracker is rebuilt
         form.addRow("Max faces", self.max_faces)
-        side.addWidget(source_box)
+        return source_box
 
+    def _build_camera_box(self) -> QGroupBox:
         camera_box = QGroupBox("Virtual camera")
         camera_layout = QVBoxLayout(camera_box)
         self.camera_check = QCheckBox('Send to "Deocc Camera"')
@@ -122,28 +140,20 @@ class MainWindow(QMainWindow):
         self.camera_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         camera_layout.addWidget(self.camera_check)
         camera_layout.addWidget(self.camera_status)
-        side.addWidget(camera_box)
+        return camera_box
 
+    def _build_tuning_box(self) -> QGroupBox:
         tune_box = QGroupBox("Tuning")
         tune = QFormLayout(tune_box)
-        self.smoothing_slider = self._setting_slider(tune, "Smoothing", "smoothing", "set_smoothing")
-        self.feather_slider = self._setting_slider(tune, "Feather", "feather", "set_feather")
+        self.sliders = {name: self._setting_slider(tune, label, name)
+                        for label, name in (("Smoothing", "face_smoothing"), ("Feather", "feather"))}
+        self.smoothing_slider, self.feather_slider = self.sliders["face_smoothing"], self.sliders["feather"]
         self.mask_check = QCheckBox("Show occlusion mask")
-        self.mask_check.toggled.connect(lambda on: self._pipeline_call("set_show_mask", on))
+        self.mask_check.toggled.connect(lambda on: self.controller.settings.set("show_mask", on))
         tune.addRow(self.mask_check)
-        side.addWidget(tune_box)
+        return tune_box
 
-        self.record_button = QPushButton("Record...")
-        self.record_button.setCheckable(True)
-        self.record_button.toggled.connect(self._record)
-        side.addWidget(self.record_button)
-        self.readout = QLabel("")
-        self.readout.setStyleSheet("font-family: monospace;")
-        side.addWidget(self.readout)
-        side.addStretch(1)
-        layout.addLayout(side)
-        self.setCentralWidget(central)
-
+    def _build_hotkey(self):
         # The one binding of the hotkey (a second one, a QShortcut beside this action, made Qt
         # call the key ambiguous and do nothing).
         self.toggle_action = QAction("Toggle effect", self, shortcut=QKeySequence(HOTKEY))
@@ -162,8 +172,9 @@ class MainWindow(QMainWindow):
             self.tray.setContextMenu(tray_menu)
             self.tray.show()
 
-    def _setting_slider(self, form: QFormLayout, label: str, name: str, apply: str) -> QSlider:
-        """A slider over the setting's whole range (and no further), with its value shown."""
+    def _setting_slider(self, form: QFormLayout, label: str, name: str) -> QSlider:
+        """A slider over the setting's whole range (and no further), with its value shown; it
+        changes the running filter's LiveSettings, which the stages read on the next frame."""
         setting = SETTINGS[name]
         scale = setting.slider_scale
         slider = QSlider(Qt.Orientation.Horizontal, minimum=round(setting.low * scale),
@@ -173,7 +184,7 @@ class MainWindow(QMainWindow):
 
         def changed(position: int):
             shown.setText(f"{position / scale:g}{unit}")
-            self._pipeline_call(apply, position / scale)
+            self.controller.settings.set(name, position / scale)
 
         slider.valueChanged.connect(changed)
         slider.setValue(round(setting.default * scale))
@@ -185,12 +196,11 @@ class MainWindow(QMainWindow):
         return slider
 
     def setting_value(self, name: str) -> float:
-        slider = {"smoothing": self.smoothing_slider, "feather": self.feather_slider}[name]
-        return slider.value() / SETTINGS[name].slider_scale
+        return self.sliders[name].value() / SETTINGS[name].slider_scale
 
     def apply_options(self, values: dict) -> None:
         """Values given on the command line (already range-checked) over the remembered ones."""
-        for name, slider in (("smoothing", self.smoothing_slider), ("feather", self.feather_slider)):
+        for name, slider in self.sliders.items():
             if values.get(name) is not None:
                 slider.setValue(round(values[name] * SETTINGS[name].slider_scale))
         if values.get("max_faces") is not None:
@@ -202,7 +212,7 @@ class MainWindow(QMainWindow):
     def _restore_settings(self):
         s = self.settings
         self.engine_path = s.value("engine", "", type=str) or None
-        for name, slider in (("smoothing", self.smoothing_slider), ("feather", self.feather_slider)):
+        for name, slider in self.sliders.items():
             slider.setValue(s.value(name, round(SETTINGS[name].default * SETTINGS[name].slider_scale), type=int))
         self.max_faces.blockSignals(True)
         self.max_faces.setValue(s.value("max_faces", SETTINGS["max_faces"].default, type=int))
@@ -215,8 +225,8 @@ class MainWindow(QMainWindow):
     def save_settings(self):
         s = self.settings
         s.setValue("engine", self.engine_path or "")
-        s.setValue("smoothing", self.smoothing_slider.value())
-        s.setValue("feather", self.feather_slider.value())
+        for name, slider in self.sliders.items():
+            s.setValue(name, slider.value())
         s.setValue("max_faces", self.max_faces.value())
         s.setValue("view", self.view_picker.currentText())
         s.setValue("camera", self.camera_picker.currentData() if isinstance(self.camera_picker.currentData(), int) else 0)
@@ -224,12 +234,7 @@ class MainWindow(QMainWindow):
 
     # Actions.
     def _start(self):
-        options = self.controller.options
-        options.max_faces = self.max_faces.value()
-        options.smoothing = self.setting_value("smoothing")
-        options.feather = self.setting_value("feather")
-        options.show_mask = self.mask_check.isChecked()
-        options.enabled = self.toggle_button.isChecked()
+        self.controller.settings.set("max_faces", self.max_faces.value())  # sliders and switches set theirs
         self.error_label.setText("")
         self.controller.start(self.source, self.engine_path)
 
@@ -240,14 +245,9 @@ class MainWindow(QMainWindow):
         if camera_on:
             self.controller.set_virtual_camera(True)
 
-    def _pipeline_call(self, name, value):
-        pipeline = self.controller.pipeline
-        if pipeline is not None:
-            getattr(pipeline, name)(value)
-
     def _set_enabled(self, on: bool):
         self.toggle_button.setText("Effect ON" if on else "Effect OFF")
-        self.controller.options.enabled = on
+        self.controller.settings.set("enabled", on)
 
     def _set_virtual_camera(self, on: bool):
         if self.controller.set_virtual_camera(on) != on:

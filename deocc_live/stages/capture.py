@@ -257,12 +257,12 @@ class ImageSource(Source):
             yield Frame(image=image, index=index, time_ms=index * 1000.0 / self.fps, source_name=name, still=True)
 
 
-def open_source(spec: str | int | None, size=None, fps=None, loop: bool = False, realtime: bool = False) -> Source:
+def open_source(source: str | int | None, size=None, fps=None, loop: bool = False, realtime: bool = False) -> Source:
     """A camera index (int or digits), a video file, an image file or a folder of images.
     ``realtime`` plays a video at its own frame rate, like a camera."""
-    if spec is None or isinstance(spec, int) or str(spec).isdigit():
-        return CameraSource(int(spec or 0), size=size, fps=fps)
-    path = Path(spec)
+    if source is None or isinstance(source, int) or str(source).isdigit():
+        return CameraSource(int(source or 0), size=size, fps=fps)
+    path = Path(source)
     if path.is_dir():
         images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:

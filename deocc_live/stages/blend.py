@@ -6,8 +6,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from deocc_live import align
+from deocc_live.stages import align
 from deocc_live.frame import Frame
+from deocc_live.settings import LiveSettings
 
 MASK_FLOOR = 0.04  # occlusion below this counts as "not covered": those pixels stay untouched
 
@@ -19,19 +20,19 @@ def edge_fade(size: int, width: float = 0.06) -> np.ndarray:
 
 
 class BlendStage:
-    def __init__(self, feather: float = 0.015, colour_match: bool = True, show_mask: bool = False, grow: float = 0.016):
-        self.feather = feather            # blur of the mask, in crop widths
+    def __init__(self, settings: LiveSettings | None = None, colour_match: bool = True, grow: float = 0.016):
+        self.settings = settings or LiveSettings()  # feather (blur of the mask, crop widths), show_mask
         self.grow = grow                  # dilation of the mask, in crop widths
         self.colour_match = colour_match
-        self.show_mask = show_mask
         self._fade: dict[int, np.ndarray] = {}
 
     def mask_for(self, occlusion: np.ndarray) -> np.ndarray:
         size = occlusion.shape[0]
         # Grow the mask a little: an occluder's anti-aliased rim must not show through.
         mask = cv2.dilate(occlusion, self._grow_kernel(size))
-        if self.feather > 0:
-            mask = cv2.GaussianBlur(mask, (0, 0), self.feather * size)
+        feather = self.settings.feather
+        if feather > 0:
+            mask = cv2.GaussianBlur(mask, (0, 0), feather * size)
         mask = np.clip((mask - MASK_FLOOR) / (1 - MASK_FLOOR), 0, 1)
         fade = self._fade.get(size)
         if fade is None:
@@ -69,7 +70,7 @@ class BlendStage:
         matrix = face.inverse.copy()
         matrix[:, 2] -= (x0, y0)
         alpha = cv2.warpAffine(mask, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        if self.show_mask:
+        if self.settings.show_mask:
             restored = restored * 0.5 + np.array([0, 0, 0.5], np.float32)
             alpha = np.maximum(alpha, (alpha > 0.01) * np.float32(0.5))
         # Only the covered part of the box is touched: find it, then warp and blend just that.

@@ -16,7 +16,6 @@ class _Track:
         self.filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta)
         self.centre = landmarks.mean(axis=0)
         self.previous: np.ndarray | None = None
-        self.missed = 0
 
 
 # Windows that a covered face missed by every whole-picture look is searched in, largest and
@@ -31,8 +30,8 @@ class TrackStage:
     in VIDEO mode with smoothing; a still (``frame.still``) is looked at on its own in IMAGE mode,
     and neither reads nor changes the stream's state."""
 
-    def __init__(self, model_path, max_faces: int = 1, smoothing: bool = True,
-                 min_cutoff: float = 1.5, beta: float = 0.08, keep_missing: int = 0, second_look: bool = True):
+    def __init__(self, model_path, max_faces: int = 1, landmark_filter: bool = True,
+                 min_cutoff: float = 1.5, beta: float = 0.08, second_look: bool = True):
         self.model_path, self.max_faces = model_path, max_faces
         self.landmarker = FaceLandmarks(model_path, max_faces=max_faces, video=True)
         # Covered faces are easy to miss in a whole frame: a second look at a closer region
@@ -41,9 +40,8 @@ class TrackStage:
         self._last_box: tuple[float, float, float] | None = None  # centre x, centre y, face width
         self._since_seen = 10**6
         self._scan = 0  # the next window of SCAN a stream looks in
-        self.smoothing = smoothing
+        self.landmark_filter = landmark_filter
         self.min_cutoff, self.beta = min_cutoff, beta
-        self.keep_missing = keep_missing
         self._tracks: list[_Track] = []
         self._next_id = 0
 
@@ -175,18 +173,14 @@ class TrackStage:
                 self._next_id += 1
             else:
                 unused.remove(best)
-            smoothed = best.filter(landmarks, time_s) if self.smoothing else landmarks.astype(np.float64)
+            smoothed = best.filter(landmarks, time_s) if self.landmark_filter else landmarks.astype(np.float64)
             motion = 0.0
             if best.previous is not None:
                 motion = float(np.abs(smoothed - best.previous).mean()) / scale
-            best.previous, best.centre, best.missed = smoothed, centre, 0
+            best.previous, best.centre = smoothed, centre
             kept.append(best)
             faces.append(Face(track_id=best.id, landmarks=smoothed.astype(np.float32), motion=motion, new_track=new))
-        for track in unused:
-            track.missed += 1
-            if track.missed <= self.keep_missing:
-                kept.append(track)
-        self._tracks = kept
+        self._tracks = kept  # a track not found in this frame ends
         return faces
 
     def close(self) -> None:

@@ -6,32 +6,29 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from deocc_live.cli import add_common, guarded, open_engine_for, parse_size
-from deocc_live.settings import SETTINGS, OneLineParser
+from deocc_live.commands.options import add_engine_options, open_engine_for, parse_size
+from deocc_live.settings import SETTINGS
 
 STAGES = ("capture", "track", "align", "generate", "smooth", "blend", "output")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="deocc-live bench", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", help="video with a face (default: one made from --face)")
     parser.add_argument("--face", help="face picture to build the default video from "
                         "(default: the first of $DEOCC_DATA/faces/utkface or ../shared/data/faces/utkface)")
     SETTINGS["frames"].add_to(parser)
     parser.add_argument("--size", type=parse_size, default=(1280, 720), help="frame size of the made video (default 1280x720)")
     SETTINGS["fps"].add_to(parser, default=30.0)
-    add_common(parser)
+    add_engine_options(parser)
     SETTINGS["soak"].add_to(parser)
     parser.add_argument("--soak-log", metavar="FILE", help="with --soak: write each once-a-second sample as a JSON line")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    return parser
 
 
 def default_face() -> Path:
@@ -80,7 +77,7 @@ def iter_frames(face_path: Path, size: tuple[int, int], count: int, landmarker: 
 
 
 def load_frames(path: Path, count: int) -> list[np.ndarray]:
-    from deocc_live.capture import VideoSource
+    from deocc_live.stages.capture import VideoSource
 
     frames = []
     with VideoSource(path) as source:
@@ -99,15 +96,16 @@ def percentiles(values) -> dict[str, float]:
 
 
 def run_pipeline(frames, engine, landmarker, paced: bool, fps: float, smoothing: float | None = None, max_faces: int = 1):
-    from deocc_live.capture import MemorySource
-    from deocc_live.pipeline import Pipeline, PipelineOptions
+    from deocc_live.stages.capture import MemorySource
+    from deocc_live.pipeline import Pipeline
+    from deocc_live.settings import LiveSettings
 
     records = []
     source = MemorySource(frames, fps=fps, paced=paced)
-    options = PipelineOptions(max_faces=max_faces)
+    settings = LiveSettings(max_faces=max_faces)
     if smoothing is not None:
-        options.smoothing, options.landmark_smoothing = smoothing, smoothing > 0
-    pipeline = Pipeline(source, engine, landmarker, [], options,
+        settings.face_smoothing, settings.landmark_filter = smoothing, smoothing > 0
+    pipeline = Pipeline(source, engine, landmarker, [], settings,
                         on_frame=lambda f: records.append((dict(f.timings), f.output, [face.landmarks for face in f.faces])))
     start = time.perf_counter()
     with pipeline:
@@ -181,16 +179,17 @@ def soak(video: Path, engine, landmarker, seconds: float, max_faces: int = 1, lo
     (each sample also written to ``log`` as a JSON line when given)."""
     import threading
 
-    from deocc_live.capture import VideoSource
-    from deocc_live.pipeline import Pipeline, PipelineOptions
+    from deocc_live.stages.capture import VideoSource
+    from deocc_live.pipeline import Pipeline
+    from deocc_live.settings import LiveSettings
 
     warmup = min(60.0, seconds / 4)
     source = VideoSource(video, loop=True, paced=True)
-    pipeline = Pipeline(source, engine, landmarker, [], PipelineOptions(max_faces=max_faces))
+    pipeline = Pipeline(source, engine, landmarker, [], LiveSettings(max_faces=max_faces))
     samples = []
     start = time.monotonic()
     with pipeline:
-        while (elapsed := time.monotonic() - start) < seconds:
+        while time.monotonic() - start < seconds:
             time.sleep(min(1.0, seconds / 20))
             sample = {"t": round(time.monotonic() - start, 1), "rss_mb": round(rss_mb(), 1),
                       "frames": pipeline.frames_out, "dropped": pipeline.dropped, "fps": round(pipeline.stats.fps(), 1),
@@ -305,12 +304,3 @@ def print_table(result: dict) -> None:
     engine = result["engine"]
     print(f"engine {engine['backend']} {engine['precision']} on {engine['device']}: {engine['path']}")
     print(f"machine {result['machine']['cpu']}, {result['machine']['cores']} cores")
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return guarded(run, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

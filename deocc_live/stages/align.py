@@ -8,6 +8,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from deocc_live.frame import Frame
+from engines.metadata import TEMPLATE
+
 # MediaPipe FaceLandmarker mesh indices of the five alignment points. Eye centres are the mean
 # of each eye's two corners (stable whatever the gaze), the nose tip, the two mouth corners.
 EYE_A_CORNERS = (33, 133)
@@ -15,20 +18,6 @@ EYE_B_CORNERS = (362, 263)
 NOSE_TIP = 1
 MOUTH_A = 61
 MOUTH_B = 291
-
-# Where the five points land in a crop of side 1 (x, y). Eyes at 38% height and mouth at 70%
-# leave room for the forehead above and the chin below.
-TEMPLATE = np.array(
-    [
-        [0.340, 0.380],  # eye on the image's left
-        [0.660, 0.380],  # eye on the image's right
-        [0.500, 0.560],  # nose tip
-        [0.365, 0.700],  # mouth corner, image left
-        [0.635, 0.700],  # mouth corner, image right
-    ],
-    dtype=np.float64,
-)
-
 
 def five_points(landmarks: np.ndarray) -> np.ndarray:
     """The five alignment points (5, 2) from 478 (or 468) MediaPipe landmarks in pixels."""

@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deocc_live.atomic import atomic_write_bytes
-from deocc_live.capture import IMAGE_SUFFIXES, VIDEO_SUFFIXES, opencv_silenced
+from engines.atomic import atomic_write_bytes
+from deocc_live.stages.capture import IMAGE_SUFFIXES, VIDEO_SUFFIXES, opencv_silenced
 
 CAMERA_LABEL = "Deocc Camera"
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP80"}
@@ -215,7 +215,7 @@ class VirtualCameraOutput(Output):
 def open_file_output(path: str | Path, source) -> Output:
     """A video, image or folder output matching what the source is."""
     path = Path(path)
-    from deocc_live.capture import ImageSource
+    from deocc_live.stages.capture import ImageSource
 
     if isinstance(source, ImageSource):
         return FolderOutput(path) if source.root else ImageFileOutput(path)
