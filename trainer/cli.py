@@ -128,7 +128,8 @@ def cmd_export(args):
         from trainer import checkpoint
         from trainer.card import write_card
 
-        write_card(checkpoint.load(args.ckpt), report, args.onnx, args.card)
+        end_to_end = json.loads(open(args.e2e_report).read()) if args.e2e_report else None
+        write_card(checkpoint.load(args.ckpt), report, args.onnx, args.card, end_to_end=end_to_end)
     print(f"wrote {args.onnx}: crop {result['crop_size']}px, max abs difference to torch "
           f"{result['max_abs_diff']:.2e}")
 
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "TensorRT builds strongly typed; checked against FP32 in ONNX Runtime")
     export.add_argument("--pt", help="also write a PyTorch generator file (.pt) for `deocc-live --engine`")
     export.add_argument("--card", help="also write the model card (Markdown) here; needs --eval-report")
+    export.add_argument("--e2e-report", help="e2e.json from `deocc-train e2e`: the card reports it too")
     export.set_defaults(handler=cmd_export)
 
     quantize = sub.add_parser("quantize", help="ONNX -> int8 ONNX, calibrated on real face crops")
