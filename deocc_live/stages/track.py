@@ -56,6 +56,7 @@ class TrackStage:
                 if len(found) == 0:  # one window of the scan a frame: a covered face is found within a second
                     found = self._look_at(frame.image, SCAN[self._scan % len(SCAN)])
                     self._scan += 1
+        found = self._distinct(found)
         if len(found) and self._since_seen > 0:
             found = self._confirmed(frame.image, found)  # a face not seen in the last frame: a new track
         if len(found):
@@ -79,7 +80,7 @@ class TrackStage:
             found = self._look_at(frame.image, window)
             if len(found):
                 break
-        found = self._confirmed(frame.image, found)
+        found = self._confirmed(frame.image, self._distinct(found))
         frame.faces = [Face(track_id=-1 - i, landmarks=landmarks.astype(np.float32), new_track=True)
                        for i, landmarks in enumerate(found)]
         return frame
@@ -98,6 +99,18 @@ class TrackStage:
         padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127))
         found = self.still_landmarker.detect(padded)
         return found - np.float32(pad) if len(found) else found
+
+    @staticmethod
+    def _distinct(found: np.ndarray) -> np.ndarray:
+        """One face per face: with several faces allowed, MediaPipe sometimes reports one face
+        twice, shifted and smaller, and both would be painted over each other."""
+        kept = []
+        for landmarks in found:
+            centre, width = landmarks.mean(axis=0), float(np.ptp(landmarks[:, 0]))
+            if all(np.linalg.norm(centre - other.mean(axis=0)) > 0.5 * max(width, float(np.ptp(other[:, 0])))
+                   for other in kept):
+                kept.append(landmarks)
+        return np.stack(kept) if kept else found
 
     def _confirmed(self, image: np.ndarray, found: np.ndarray) -> np.ndarray:
         """The faces that a second look centred on each (2.4, 1.8 or 3.2 face widths, grey beyond
