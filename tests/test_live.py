@@ -263,3 +263,14 @@ def test_more_faces_allowed_leaves_a_single_face_as_it_was(tmp_path):
         one, five = cv2.imread(str(outputs[1] / name)), cv2.imread(str(outputs[5] / name))
         assert np.array_equal(one, five), name
         assert not np.array_equal(one, cv2.imread(str(inputs / name)))  # the face was restored
+
+
+def test_one_command_shows_its_subcommands():
+    top = deocc("--help", timeout=60)
+    assert top.returncode == 0 and "{bench,gui}" in top.stdout and "--smoothing" in top.stdout
+    for command, option in (("bench", "--frames"), ("gui", "--feather")):
+        sub = deocc(command, "--help", timeout=60)
+        assert sub.returncode == 0 and option in sub.stdout, sub.stderr
+    gui = subprocess.run([sys.executable, "-m", "deocc_live.gui.app", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert gui.returncode == 0 and "--smoothing" in gui.stdout  # deocc-live-gui
