@@ -70,8 +70,12 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         "deocc-train synth --faces ../shared/data/faces --occluders ../shared/data/occluders --out data/pairs",
         f"deocc-train fit --data data/pairs --out runs/main --steps {config['steps']} --adv-start {config['adv_start']}",
         "deocc-train eval --data data/pairs --model runs/main/last.ckpt --out runs/main/eval",
+        "deocc-train misalign --out trainer/misalignment.json   # the crop errors fit replays (shipped)",
+        "deocc-train export --ckpt runs/main/last.ckpt --onnx assets/deocc_gen.onnx",
+        "deocc-train quantize --onnx assets/deocc_gen.onnx --data data/pairs --out assets/deocc_gen_int8.onnx",
         "deocc-train e2e --model assets/deocc_gen_int8.onnx --out runs/main/e2e",
-        "deocc-train export --ckpt runs/main/last.ckpt --onnx assets/deocc_gen.onnx --eval-report runs/main/eval/eval.json --card assets/MODEL_CARD.md",
+        "deocc-train export --ckpt runs/main/last.ckpt --onnx assets/deocc_gen.onnx --eval-report runs/main/eval/eval.json "
+        "--e2e-report runs/main/e2e/e2e.json --card assets/MODEL_CARD.md",
         "```",
         "",
         "`trainer/resume/main.ckpt` is the checkpoint this model came from (copy it to `runs/main/last.ckpt` "
