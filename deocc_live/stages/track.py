@@ -28,7 +28,12 @@ SCAN = tuple((side, fx, fy) for side in (0.8, 0.5, 0.65) for fy in (0.5, 0.3, 0.
 class TrackStage:
     """Frame in, frame with ``faces`` (id, smoothed landmarks, motion) out. A stream is tracked
     in VIDEO mode with smoothing; a still (``frame.still``) is looked at on its own in IMAGE mode,
-    and neither reads nor changes the stream's state."""
+    and neither reads nor changes the stream's state.
+
+    A covered face the whole frame misses is looked for closer (where it was, else the centre),
+    further (a grey border), larger (small pictures) and in the windows of SCAN (a still: all of
+    them; a stream: one a frame). A face reported twice is kept once, and a new face is kept only
+    if a second look in place finds it again."""
 
     def __init__(self, model_path, max_faces: int = 1, landmark_filter: bool = True,
                  min_cutoff: float = 1.5, beta: float = 0.08, second_look: bool = True):
