@@ -113,7 +113,7 @@ class LiveSettings:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line ("prog: error: ...; see --help"), exit 2."""
+    """An ArgumentParser whose errors are one line ("prog: error: ... (see prog --help)"), exit 2."""
 
     def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
