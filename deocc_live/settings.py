@@ -17,8 +17,8 @@ class Setting:
     name: str               # the field of LiveSettings (or the option's own name)
     kind: type              # int or float
     default: float | int | None
-    low: float | int
-    high: float | int
+    low: float | int | None   # None: no bound on that side
+    high: float | int | None
     help: str
     unit: str = ""
     slider_scale: int = 1   # GUI: slider value = setting value * scale (integer steps)
@@ -29,10 +29,13 @@ class Setting:
         return self.option or "--" + self.name.replace("_", "-")
 
     def _refusal(self, value) -> str | None:
-        if self.low <= value <= self.high:
+        low, high = self.low, self.high
+        if (low is None or value >= low) and (high is None or value <= high):
             return None
         unit = f" {self.unit}" if self.unit else ""
-        return f"must be between {self.low} and {self.high}{unit}, got {value}"
+        bounds = (f"between {low} and {high}" if low is not None and high is not None
+                  else f"at least {low}" if low is not None else f"at most {high}")
+        return f"must be {bounds}{unit}, got {value}"
 
     def check(self, value):
         """The value, or ValueError with a one-line reason."""

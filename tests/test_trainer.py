@@ -271,3 +271,11 @@ def test_no_scratch_files_are_committed():
     stray = [name for name in listed.stdout.splitlines()
              if name.endswith((".data", "_temp.onnx")) or name.startswith(("sym_shape_infer", "augmented_model"))]
     assert not stray
+
+
+@pytest.mark.parametrize("args, message", [(["--steps", "0"], "must be at least 1, got 0"),
+                                           (["--batch", "0"], "must be between 1 and 4096, got 0"),
+                                           (["--lr", "nan"], "expected a number")])
+def test_trainer_options_out_of_range_are_one_line_errors(args, message):
+    result = _train("fit", "--data", "x", "--out", "y", *args, timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr

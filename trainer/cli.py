@@ -8,23 +8,12 @@ import os
 import sys
 from dataclasses import MISSING, fields
 
-from deocc_live.settings import OneLineParser
+from deocc_live.settings import OneLineParser, Setting
 
 
 def _ranged(kind, name: str, low, high):
-    """An argparse type that converts and checks the range in one place: a one-line error."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got '{text}'") from None
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if low is not None and high is not None else (
-                f"at least {low}" if low is not None else f"at most {high}")
-            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
-        return value
-    parse.__name__ = name
-    return parse
+    """An argparse type that converts and range-checks: the app's settings check (one line)."""
+    return Setting(name, kind, None, low, high, "").parse
 
 
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=()):

@@ -260,6 +260,12 @@ def _object(held, landmarks, shape, rng, kind):
     return _place(rgba, centre, scale, angle, (shape[1], shape[0]))
 
 
+def composite(picture: np.ndarray, layer: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``layer`` over ``picture`` where ``alpha`` (H, W, 0-1) says, as uint8."""
+    out = picture.astype(np.float32) * (1 - alpha[..., None]) + layer.astype(np.float32) * alpha[..., None]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def occlude(frame: np.ndarray, landmarks: np.ndarray, kind: str, banks: dict, rng: np.random.Generator):
     """(occluded frame, alpha, held_out) for one occluder of ``kind`` placed on the frame."""
     kept_back = kind == "microphone" or bool(rng.random() < 0.5)  # the microphone's painter is the evaluation's own
@@ -276,8 +282,7 @@ def occlude(frame: np.ndarray, landmarks: np.ndarray, kind: str, banks: dict, rn
     rgb, alpha = layer
     sigma = rng.uniform(0.3, 1.0)
     rgb, alpha = cv2.GaussianBlur(rgb, (0, 0), sigma), cv2.GaussianBlur(alpha.astype(np.float32), (0, 0), sigma)
-    out = frame.astype(np.float32) * (1 - alpha[..., None]) + rgb * alpha[..., None]
-    return np.clip(out, 0, 255).astype(np.uint8), alpha.astype(np.float32), kept_back
+    return composite(frame, rgb, alpha), alpha.astype(np.float32), kept_back
 
 
 # The app, as a user runs it.
@@ -405,9 +410,10 @@ def evaluate_scenes(faces_root, occluders, engine, landmarker, per_kind: int, si
     for scene, frame in progress(list(zip(scenes, frames)), desc="e2e"):
         covered = scene.covered
         ours = frame.output
+        inpainted = telea(scene.frame, scene.alpha)
         row = {"kind": scene.kind, "held_out": scene.held_out, "name": scene.name,
                "input": score(scene.frame, scene.truth, covered),
-               "telea": score(telea(scene.frame, scene.alpha), scene.truth, covered),
+               "telea": score(inpainted, scene.truth, covered),
                "ours": score(ours, scene.truth, covered)}
         change = np.abs(ours.astype(np.float32) - scene.frame.astype(np.float32)).mean(axis=2)[covered].mean() / 255
         row["found"] = bool(frame.faces)
@@ -416,7 +422,7 @@ def evaluate_scenes(faces_root, occluders, engine, landmarker, per_kind: int, si
         rows.append(row)
         if len(tiles.setdefault(scene.kind, [])) < examples:
             box = _box(scene.face, 40)
-            pictures = [scene.frame[box], ours[box], scene.truth[box], telea(scene.frame, scene.alpha)[box]]
+            pictures = [scene.frame[box], ours[box], scene.truth[box], inpainted[box]]
             tiles[scene.kind].append(np.hstack([cv2.resize(p, (192, 192), interpolation=cv2.INTER_AREA) for p in pictures]))
     return rows, tiles
 
@@ -453,8 +459,7 @@ def evaluate_clip(faces_root, occluders, engine, landmarker, size, seed: int, sp
         shift = np.float32([[1, 0, 0], [0, 1, lift * 0.8 * height]])
         moved_rgb = cv2.warpAffine(rgb, shift, (truth.shape[1], height))
         moved_alpha = cv2.warpAffine(alpha.astype(np.float32), shift, (truth.shape[1], height))
-        out = truth.astype(np.float32) * (1 - moved_alpha[..., None]) + moved_rgb * moved_alpha[..., None]
-        frames.append(np.clip(out, 0, 255).astype(np.uint8))
+        frames.append(composite(truth, moved_rgb, moved_alpha))
         alphas.append(moved_alpha)
     outputs, _blend = run_app(frames, engine, landmarker, still=False)
     per_frame = []

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from deocc_live.stages import align
+from trainer.e2e import composite, face_frame, split_faces
 from engines.atomic import atomic_write_bytes
 from trainer.util import progress
 
@@ -55,8 +56,7 @@ def cover_in_frame(truth: np.ndarray, landmarks: np.ndarray, bank, rng) -> np.nd
     inverse = align.invert(matrix)
     layer = cv2.warpAffine(occluded, inverse, (width, height), flags=cv2.INTER_LINEAR)
     alpha = cv2.warpAffine(mask.astype(np.float32) / 255, inverse, (width, height), flags=cv2.INTER_LINEAR)
-    out = truth.astype(np.float32) * (1 - alpha[..., None]) + layer.astype(np.float32) * alpha[..., None]
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return composite(truth, layer, alpha)
 
 
 def measure(faces_root, occluders, landmarker: str, count: int = 400, seed: int = 0, size=(1280, 720),
@@ -64,7 +64,6 @@ def measure(faces_root, occluders, landmarker: str, count: int = 400, seed: int 
     from deocc_live.stages.track import TrackStage
     from deocc_live.frame import Frame
     from deocc_live.landmarks import FaceLandmarks
-    from trainer.e2e import face_frame, split_faces
     from trainer.occluders import OccluderBank
 
     bank = OccluderBank.load(occluders, "train")

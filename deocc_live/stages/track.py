@@ -145,13 +145,7 @@ class TrackStage:
         shares of the frame)."""
         height, width = image.shape[:2]
         share, fx, fy = window
-        side = int(share * min(height, width))
-        if side < 32:
-            return np.zeros((0, 478, 2), np.float32)
-        x0 = int(np.clip(fx * width - side / 2, 0, width - side))
-        y0 = int(np.clip(fy * height - side / 2, 0, height - side))
-        found = self.still_landmarker.detect(np.ascontiguousarray(image[y0:y0 + side, x0:x0 + side]))
-        return found + np.array([x0, y0], np.float32) if len(found) else found
+        return self._look_in_square(image, fx * width, fy * height, int(share * min(height, width)))
 
     def _look_larger(self, image: np.ndarray) -> np.ndarray:
         """A small picture, twice as large (MediaPipe's detector works on 128 px of it)."""
@@ -168,15 +162,19 @@ class TrackStage:
             side = 2.4 * face_width
         else:
             cx, cy, side = width / 2, height / 2, 0.75 * min(width, height)
+        return self._look_in_square(image, cx, cy, side)
+
+    def _look_in_square(self, image: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
+        """Landmarks found in the square of ``side`` around (cx, cy), kept inside the picture, in
+        the picture's pixels."""
+        height, width = image.shape[:2]
         side = min(side, width, height)
+        if side < 32:
+            return np.zeros((0, 478, 2), np.float32)
         x0 = int(np.clip(cx - side / 2, 0, width - side))
         y0 = int(np.clip(cy - side / 2, 0, height - side))
-        if side < 32:
-            return nothing
         found = self.still_landmarker.detect(np.ascontiguousarray(image[y0:y0 + int(side), x0:x0 + int(side)]))
-        if len(found):
-            found = found + np.array([x0, y0], np.float32)
-        return found
+        return found + np.array([x0, y0], np.float32) if len(found) else found
 
     def _associate(self, found: np.ndarray, time_s: float) -> list[Face]:
         faces, unused = [], list(self._tracks)
