@@ -71,9 +71,10 @@ def test_onnx_runtime_and_pytorch_agree(model_files):
     batch = _batch(3)
     with open_engine(model_files[".onnx"]) as onnx_engine, open_engine(model_files[".pt"]) as torch_engine:
         onnx_out, torch_out = onnx_engine.infer(batch), torch_engine.infer(batch)
+        half = "fp16" in (onnx_engine.spec.precision, torch_engine.spec.precision)  # on a GPU, PyTorch runs fp16
     difference = max(np.abs(a - b).max() for a, b in zip(onnx_out, torch_out))
     print(f"ONNX Runtime vs PyTorch max abs difference: {difference:.2e}")
-    assert difference < 1e-3
+    assert difference < (3e-2 if half else 1e-3)
 
 
 @pytest.mark.skipif(not (HAS_TRT and _cuda()), reason="needs tensorrt and an NVIDIA GPU")
