@@ -17,11 +17,12 @@ class Face:
     occlusion: np.ndarray | None = None      # (S, S) float32 in [0, 1]
     motion: float = 0.0                      # landmark speed, crop widths per frame
     new_track: bool = False
+    memory: float = 0.0                      # share of the restored face taken from the face memory
 
 
 @dataclass
 class Frame:
-    image: np.ndarray                        # (H, W, 3) BGR uint8
+    image: np.ndarray                        # (H, W, 3) BGR uint8; the blend paints into it in place
     index: int
     time_ms: float                           # media time in ms (monotonic for cameras)
     captured_ms: float = 0.0                 # wall clock (monotonic ms) when captured
@@ -29,5 +30,15 @@ class Frame:
     source_name: str = ""                    # file name for file and folder sources
     still: bool = False                      # a picture on its own: no state from earlier frames
     output: np.ndarray | None = None         # the frame to show/send (the input when off)
+    before: list = field(default_factory=list)  # (x, y, pixels) the blend painted over, in order
     enabled: bool = True                     # the effect's state when this frame was generated
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
+
+    def input_image(self) -> np.ndarray:
+        """The picture as captured: ``image`` with what the blend painted over put back."""
+        if not self.before:
+            return self.image
+        image = self.image.copy()
+        for x, y, pixels in reversed(self.before):
+            image[y:y + pixels.shape[0], x:x + pixels.shape[1]] = pixels
+        return image

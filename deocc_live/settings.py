@@ -96,6 +96,7 @@ class LiveSettings:
     landmark_filter: bool = True     # One Euro filter on the landmarks of a stream
     enabled: bool = True             # the effect on or off
     show_mask: bool = False          # the occlusion mask overlaid in red
+    face_memory: bool = True         # restore a covered face from how it looked uncovered (streams)
 
     def __post_init__(self):
         for name in LIVE:

@@ -22,14 +22,17 @@ def bench(*args, timeout=600):
 def test_bench_json_has_every_key(generator_onnx):
     result = bench("--frames", "40", "--size", "640x480", "--json", "--engine", generator_onnx, "--face", face_files(1)[0])
     for key in ("end_to_end_fps", "tracking_only_fps", "ratio_to_tracking", "latency_ms", "stages_ms", "flicker",
-                "machine", "engine"):
+                "machine", "engine", "generator_alone_ms"):
         assert key in result
     assert set(result["latency_ms"]) == {"median", "p95"}
-    assert set(result["stages_ms"]) == {"capture", "track", "align", "generate", "smooth", "blend", "output"}
+    assert set(result["stages_ms"]) == {"capture", "track", "align", "generate", "memory", "smooth", "blend",
+                                         "output"}
     assert set(result["flicker"]) == {"smoothed", "unsmoothed"}
     assert result["frames"] == 40 and result["faces_found"] > 0.9
     assert result["end_to_end_fps"] > 0 and result["latency_ms"]["median"] > 0
     assert result["stages_ms"]["generate"]["median"] > 0
+    assert 0 < result["generator_alone_ms"]["median"] <= result["generator_alone_ms"]["p95"]
+    assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1 and result["machine"]["gpu"]
     print(json.dumps(result))
 
 

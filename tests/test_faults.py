@@ -64,7 +64,7 @@ def test_camera_unplugged_mid_stream_comes_back_at_another_resolution(tmp_path, 
     # Tracking and restoring go on at the new resolution.
     after = seen[switch:]
     assert np.mean([bool(f.faces) for f in after]) > 0.8
-    assert any(not np.array_equal(f.output, f.image) for f in after)
+    assert any(not np.array_equal(f.output, f.input_image()) for f in after)
     # The virtual camera keeps its session size throughout.
     sent = RecordingBackend.instances[-1].frames
     assert len(sent) == len(seen) and {s.shape for s in sent} == {(480, 640, 3)}

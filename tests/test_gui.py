@@ -52,15 +52,15 @@ def test_toggle_changes_the_face_and_errors_show(qtbot, window, clip, tmp_path, 
     window.view_picker.setCurrentText("After")
     frame = _wait_for_frames(qtbot, window)
     assert window.preview.pixmap() is not None and not window.preview.pixmap().isNull()
-    on_difference = np.abs(frame.output.astype(int) - frame.image.astype(int)).mean(axis=2)[mask].mean()
+    on_difference = np.abs(frame.output.astype(int) - frame.input_image().astype(int)).mean(axis=2)[mask].mean()
     assert on_difference > 8.0
     window.grab().save(str(artifacts / "gui_window.png"))
 
     window.toggle_button.click()  # effect off
     assert window.toggle_button.text() == "Effect OFF"
     qtbot.waitUntil(lambda: window.last_frame is not None and not window.last_frame.faces
-                    or np.array_equal(window.last_frame.output, window.last_frame.image), timeout=30000)
-    assert np.array_equal(window.last_frame.output, window.last_frame.image)
+                    or np.array_equal(window.last_frame.output, window.last_frame.input_image()), timeout=30000)
+    assert np.array_equal(window.last_frame.output, window.last_frame.input_image())
     window.activateWindow()
     qtbot.keyClick(window, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     assert window.toggle_button.isChecked()  # the real key press, as a user types it
@@ -79,7 +79,7 @@ def test_toggle_changes_the_face_and_errors_show(qtbot, window, clip, tmp_path, 
     assert "broken.onnx" in window.error_label.text()
     assert "pass-through" in window.engine_label.text()
     frame = _wait_for_frames(qtbot, window)
-    assert np.array_equal(frame.output, frame.image)  # no engine: frames pass through, no crash
+    assert np.array_equal(frame.output, frame.input_image())  # no engine: frames pass through, no crash
 
 
 def test_side_by_side_view_and_readout(qtbot, window):
@@ -112,10 +112,14 @@ def test_settings_are_remembered(qtbot, tmp_path, clip, generator_onnx):
     qtbot.addWidget(first)
     first.smoothing_slider.setValue(42)
     first.view_picker.setCurrentText("Side by side")
+    assert first.memory_check.isChecked() and first.controller.settings.face_memory
+    qtbot.mouseClick(first.memory_check, Qt.MouseButton.LeftButton)  # the real box, clicked
+    assert not first.controller.settings.face_memory
     first.close()
     second = MainWindow(PipelineController(resolve()), QSettings(str(path), QSettings.Format.IniFormat), source=str(clip[0]))
     qtbot.addWidget(second)
     assert second.smoothing_slider.value() == 42 and second.view_picker.currentText() == "Side by side"
+    assert not second.memory_check.isChecked() and not second.controller.settings.face_memory
     assert second.engine_path == str(generator_onnx)
     second.close()
 

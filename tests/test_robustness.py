@@ -55,7 +55,7 @@ def test_frames_without_faces_pass_through_unchanged(generator_onnx):
     outputs = run_frames(blank, generator_onnx)
     assert len(outputs) == 3
     for frame in outputs:
-        assert not frame.faces and np.array_equal(frame.output, frame.image)
+        assert not frame.faces and np.array_equal(frame.output, frame.input_image())
 
 
 def turned(face: np.ndarray, squeeze: float = 0.35) -> np.ndarray:
@@ -81,7 +81,7 @@ def test_face_at_the_border_small_large_and_turned(generator_onnx):
     for frame in outputs:
         assert frame.output.shape == frame.image.shape
         # Restored or passed through, never garbage: away from any face the frame is untouched.
-        assert np.array_equal(frame.output[:8, :8], frame.image[:8, :8])
+        assert np.array_equal(frame.output[:8, :8], frame.input_image()[:8, :8])
 
 
 def test_more_faces_than_max_faces(generator_onnx):

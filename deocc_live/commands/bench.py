@@ -15,7 +15,7 @@ import numpy as np
 from deocc_live.commands.options import add_engine_options, open_engine_for, parse_size
 from deocc_live.settings import SETTINGS
 
-STAGES = ("capture", "track", "align", "generate", "smooth", "blend", "output")
+STAGES = ("capture", "track", "align", "generate", "memory", "smooth", "blend", "output")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,23 +95,54 @@ def percentiles(values) -> dict[str, float]:
     return {"median": round(float(np.median(values)), 2), "p95": round(float(np.percentile(values, 95)), 2)}
 
 
-def run_pipeline(frames, engine, landmarker, paced: bool, fps: float, smoothing: float | None = None, max_faces: int = 1):
+class Recorder:
+    """What the benchmark keeps of each frame: its stage times, its faces' landmarks and, for the
+    flicker, the output inside the lower face of the first face found (a small copy: keeping
+    whole frames would make the run allocate and fault in fresh memory for every frame)."""
+
+    def __init__(self, keep_region: int):
+        self.keep_region = keep_region  # frames whose region is kept (the still part of the clip)
+        self.records: list[tuple[dict, list]] = []
+        self.inside: np.ndarray | None = None  # bool mask of the region, inside its box
+        self.box: tuple[int, int, int, int] | None = None
+        self.regions: list[np.ndarray] = []
+
+    def __call__(self, frame) -> None:
+        from deocc_live.landmarks import LOWER_FACE_OUTLINE
+
+        landmarks = [face.landmarks for face in frame.faces]
+        self.records.append((dict(frame.timings), landmarks))
+        if len(self.records) > self.keep_region or not landmarks:
+            return
+        if self.box is None:
+            outline = landmarks[0][LOWER_FACE_OUTLINE].astype(np.int32)
+            x0, y0 = np.maximum(outline.min(axis=0), 0)
+            x1, y1 = outline.max(axis=0) + 1
+            self.box = (int(x0), int(y0), int(x1), int(y1))
+            region = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            cv2.fillPoly(region, [outline - (x0, y0)], 1)
+            self.inside = region.astype(bool)
+        x0, y0, x1, y1 = self.box
+        self.regions.append(frame.output[y0:y1, x0:x1][self.inside].astype(np.float32))
+
+
+def run_pipeline(frames, engine, landmarker, paced: bool, fps: float, smoothing: float | None = None,
+                 max_faces: int = 1, keep_region: int = 0) -> tuple[Recorder, float]:
     from deocc_live.stages.capture import MemorySource
     from deocc_live.pipeline import Pipeline
     from deocc_live.settings import LiveSettings
 
-    records = []
+    recorder = Recorder(keep_region)
     source = MemorySource(frames, fps=fps, paced=paced)
     settings = LiveSettings(max_faces=max_faces)
     if smoothing is not None:
         settings.face_smoothing, settings.landmark_filter = smoothing, smoothing > 0
-    pipeline = Pipeline(source, engine, landmarker, [], settings,
-                        on_frame=lambda f: records.append((dict(f.timings), f.output, [face.landmarks for face in f.faces])))
+    pipeline = Pipeline(source, engine, landmarker, [], settings, on_frame=recorder)
     start = time.perf_counter()
     with pipeline:
         pipeline.wait()
     wall = time.perf_counter() - start
-    return records, wall
+    return recorder, wall
 
 
 def tracking_only(frames, landmarker, max_faces: int = 1) -> float:
@@ -124,19 +155,13 @@ def tracking_only(frames, landmarker, max_faces: int = 1) -> float:
         return len(frames) / (time.perf_counter() - start)
 
 
-def flicker(records, still_count: int) -> float:
+def flicker(recorder: Recorder) -> float:
     """Mean absolute change between consecutive output frames inside the lower face (where the
-    generator paints), over the still part of the clip."""
-    from deocc_live.landmarks import LOWER_FACE_OUTLINE
-
-    outputs = [r[1] for r in records[:still_count] if r[2]]
-    if len(outputs) < 3:
+    generator paints), over the still part of the clip (its first two frames left out)."""
+    regions = recorder.regions[2:]
+    if len(regions) < 2:
         return float("nan")
-    region = np.zeros(outputs[0].shape[:2], np.uint8)
-    cv2.fillPoly(region, [records[0][2][0][LOWER_FACE_OUTLINE].astype(np.int32)], 1)
-    inside = region.astype(bool)
-    frames = [o[inside].astype(np.float32) for o in outputs[2:]]
-    return round(float(np.mean([np.abs(a - b).mean() for a, b in zip(frames, frames[1:])])), 3)
+    return round(float(np.mean([np.abs(a - b).mean() for a, b in zip(regions, regions[1:])])), 3)
 
 
 def machine() -> dict:
@@ -148,7 +173,37 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu_names(), "python": platform.python_version(),
+            "os": platform.platform()}
+
+
+def gpu_names() -> str:
+    """The NVIDIA GPUs nvidia-smi lists, or "none" (read without importing torch or CUDA)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return "none"
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                text=True, timeout=10).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+    return ", ".join(name.strip() for name in listed if name.strip()) or "none"
+
+
+def generator_alone(engine, runs: int = 200) -> dict[str, float]:
+    """The engine on one crop, copies in and out included, after a warm-up."""
+    size = engine.spec.crop_size
+    crop = np.random.default_rng(0).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
+    for _ in range(10):
+        engine.infer(crop)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        engine.infer(crop)
+        times.append((time.perf_counter() - start) * 1000)
+    return percentiles(times)
 
 
 def rss_mb() -> float:
@@ -256,29 +311,30 @@ def run(args) -> int:
     engine = open_engine_for(args)
     try:
         spec = engine.spec
-        crop = np.zeros((1, 3, spec.crop_size, spec.crop_size), np.float32)
-        for _ in range(5):
-            engine.infer(crop)
-        records, wall = run_pipeline(frames, engine, landmarker, paced=False, fps=args.fps, max_faces=args.max_faces)
-        latency_records, _ = run_pipeline(frames, engine, landmarker, paced=True, fps=args.fps, max_faces=args.max_faces)
+        generator_ms = generator_alone(engine)
         still = len(frames) // 2 if not args.input else len(frames)
-        raw_records, _ = run_pipeline(frames[:still], engine, landmarker, paced=False, fps=args.fps, smoothing=0.0,
-                                      max_faces=args.max_faces)
+        run, wall = run_pipeline(frames, engine, landmarker, paced=False, fps=args.fps, max_faces=args.max_faces,
+                                 keep_region=still)
+        latency_run, _ = run_pipeline(frames, engine, landmarker, paced=True, fps=args.fps, max_faces=args.max_faces)
+        raw_run, _ = run_pipeline(frames[:still], engine, landmarker, paced=False, fps=args.fps, smoothing=0.0,
+                                  max_faces=args.max_faces, keep_region=still)
         tracking_fps = tracking_only(frames, landmarker, args.max_faces)
     finally:
         engine.close()
+    records, latency_records = run.records, latency_run.records
     end_to_end_fps = len(records) / wall
     result = {
         "frames": len(records),
         "frame_size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
-        "faces_found": round(float(np.mean([len(r[2]) > 0 for r in records])), 3),
+        "faces_found": round(float(np.mean([len(r[1]) > 0 for r in records])), 3),
         "end_to_end_fps": round(end_to_end_fps, 2),
         "tracking_only_fps": round(tracking_fps, 2),
         "ratio_to_tracking": round(end_to_end_fps / tracking_fps, 3),
         "latency_ms": percentiles([r[0]["end_to_end"] for r in latency_records]),
         "latency_run": {"camera_fps": args.fps, "frames_shown": len(latency_records), "frames_sent": len(frames)},
         "stages_ms": {stage: percentiles([r[0].get(stage, 0.0) for r in records]) for stage in STAGES},
-        "flicker": {"smoothed": flicker(records, still), "unsmoothed": flicker(raw_records, still)},
+        "generator_alone_ms": generator_ms,
+        "flicker": {"smoothed": flicker(run), "unsmoothed": flicker(raw_run)},
         "engine": {"backend": spec.backend, "path": spec.path, "precision": spec.precision, "device": spec.device,
                    "crop_size": spec.crop_size},
         "machine": machine(),
@@ -301,6 +357,9 @@ def print_table(result: dict) -> None:
         print(f"  {stage:12s} {values['median']:9.2f} {values['p95']:8.2f}")
     print(f"flicker (mean abs change on a still face): smoothed {result['flicker']['smoothed']}, "
           f"unsmoothed {result['flicker']['unsmoothed']}")
+    alone = result["generator_alone_ms"]
+    print(f"generator alone, one crop: median {alone['median']} ms, p95 {alone['p95']} ms")
     engine = result["engine"]
     print(f"engine {engine['backend']} {engine['precision']} on {engine['device']}: {engine['path']}")
-    print(f"machine {result['machine']['cpu']}, {result['machine']['cores']} cores")
+    machine = result["machine"]
+    print(f"machine {machine['cpu']}, {machine['cores']} cores, GPU {machine['gpu']}")

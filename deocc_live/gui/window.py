@@ -151,6 +151,12 @@ class MainWindow(QMainWindow):
         self.mask_check = QCheckBox("Show occlusion mask")
         self.mask_check.toggled.connect(lambda on: self.controller.settings.set("show_mask", on))
         tune.addRow(self.mask_check)
+        self.memory_check = QCheckBox("Face memory", checked=True,
+                                      toolTip="restore a covered face from how it looked uncovered moments before "
+                                              "(kept in memory only, forgotten when the face leaves)")
+        self.memory_check.toggled.connect(lambda on: self.controller.settings.set("face_memory", on))
+        self.memory_label = QLabel("")
+        tune.addRow(self.memory_check, self.memory_label)
         return tune_box
 
     def _build_hotkey(self):
@@ -203,6 +209,8 @@ class MainWindow(QMainWindow):
         for name, slider in self.sliders.items():
             if values.get(name) is not None:
                 slider.setValue(round(values[name] * SETTINGS[name].slider_scale))
+        if values.get("face_memory") is not None:
+            self.memory_check.setChecked(values["face_memory"])
         if values.get("max_faces") is not None:
             self.max_faces.blockSignals(True)
             self.max_faces.setValue(values["max_faces"])
@@ -218,6 +226,7 @@ class MainWindow(QMainWindow):
         self.max_faces.setValue(s.value("max_faces", SETTINGS["max_faces"].default, type=int))
         self.max_faces.blockSignals(False)
         self.view_picker.setCurrentText(s.value("view", "Split", type=str))
+        self.memory_check.setChecked(s.value("face_memory", True, type=bool))
         camera = s.value("camera", 0, type=int)
         self.camera_picker.setItemData(0, camera)
         self.camera_picker.setItemText(0, f"Camera {camera}")
@@ -229,6 +238,7 @@ class MainWindow(QMainWindow):
             s.setValue(name, slider.value())
         s.setValue("max_faces", self.max_faces.value())
         s.setValue("view", self.view_picker.currentText())
+        s.setValue("face_memory", self.memory_check.isChecked())
         s.setValue("camera", self.camera_picker.currentData() if isinstance(self.camera_picker.currentData(), int) else 0)
         s.sync()
 
@@ -302,7 +312,9 @@ class MainWindow(QMainWindow):
     def _show_frame(self, frame):
         self.controller.frame_shown()
         self.last_frame = frame
-        self.shown_image = compose_view(frame.image, frame.output, self.view_picker.currentText(),
+        remembered = [face.memory for face in frame.faces if face.memory > 0]
+        self.memory_label.setText(f"restoring from memory ({max(remembered):.0%})" if remembered else "")
+        self.shown_image = compose_view(frame.input_image(), frame.output, self.view_picker.currentText(),
                                         self.split_slider.value() / 100)
         pixmap = QPixmap.fromImage(to_qimage(self.shown_image))
         self.preview.setPixmap(pixmap.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio,

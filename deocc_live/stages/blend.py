@@ -44,46 +44,91 @@ class BlendStage:
         return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
     def __call__(self, frame: Frame, enabled: bool = True) -> Frame:
-        output = frame.image
+        """Paints each face's covered part into ``frame.image`` in place (the pixels it replaces
+        go to ``frame.before``): the whole frame is never copied or read."""
         if enabled:
-            output = frame.image.copy()
             for face in frame.faces:
                 if face.restored is not None and face.inverse is not None:
-                    self._blend_face(output, face)
-        frame.output = output
+                    self._blend_face(frame, face)
+        frame.output = frame.image
         return frame
 
-    def _blend_face(self, output: np.ndarray, face) -> None:
-        size = face.restored.shape[0]
-        mask = self.mask_for(face.occlusion)
+    def _colour_matched(self, face) -> np.ndarray:
+        """The restored crop shifted by the mean colour difference over the face that is visible
+        (not covered, away from the crop's edge)."""
         restored = face.restored
-        if self.colour_match and face.crop is not None:
-            visible = (face.occlusion < 0.2) & (self._fade[size] > 0.99)
-            if visible.sum() > 0.05 * size * size:
-                crop = face.crop.astype(np.float32) * (1 / 255)
-                shift = crop[visible].mean(axis=0) - restored[visible].mean(axis=0)
-                restored = restored + np.clip(shift, -0.15, 0.15)
-        box = align.crop_box(face.inverse, size, output.shape)
-        if box is None:
-            return
-        x0, y0, x1, y1 = box
-        matrix = face.inverse.copy()
-        matrix[:, 2] -= (x0, y0)
-        alpha = cv2.warpAffine(mask, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        if not self.colour_match or face.crop is None:
+            return restored
+        size = restored.shape[0]
+        visible = ((face.occlusion < 0.2) & (self._fade[size] > 0.99)).astype(np.uint8)
+        if cv2.countNonZero(visible) <= 0.05 * size * size:
+            return restored
+        crop_mean = np.array(cv2.mean(face.crop, visible)[:3], np.float32) * (1 / 255)
+        shift = crop_mean - np.array(cv2.mean(restored, visible)[:3], np.float32)
+        return restored + np.clip(shift, -0.15, 0.15)
+
+    def _blend_face(self, frame: Frame, face) -> None:
+        mask = self.mask_for(face.occlusion)
+        restored = self._colour_matched(face)
         if self.settings.show_mask:
             restored = restored * 0.5 + np.array([0, 0, 0.5], np.float32)
-            alpha = np.maximum(alpha, (alpha > 0.01) * np.float32(0.5))
-        # Only the covered part of the box is touched: find it, then warp and blend just that.
-        rows = np.flatnonzero(alpha.max(axis=1) > 0)
-        if rows.size == 0:
-            return
-        cols = np.flatnonzero(alpha[rows[0]:rows[-1] + 1].max(axis=0) > 0)
-        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        alpha = np.ascontiguousarray(alpha[top:bottom, left:right])
-        matrix[:, 2] -= (left, top)
-        restored8 = np.clip(restored * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        warped = cv2.warpAffine(restored8, matrix, (right - left, bottom - top), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
-        region = output[y0 + top:y0 + bottom, x0 + left:x0 + right]
-        # blendLinear leaves a pixel exactly as it was where alpha is 0.
-        region[...] = cv2.blendLinear(warped, region, alpha, 1.0 - alpha)
+            mask = np.maximum(mask, (mask > 0.01) * np.float32(0.5))
+        alpha8 = cv2.convertScaleAbs(mask, alpha=255.0)  # rounds: below half a level counts as 0
+        colour8 = cv2.convertScaleAbs(np.maximum(restored, 0), alpha=255.0)  # saturates at 255
+        # Each covered part of the crop (a mask, and a speck at the hairline) has its own small
+        # footprint in the frame: only those are warped and blended (overlapping ones as one).
+        count, _, stats, _ = cv2.connectedComponentsWithStats((alpha8 > 0).view(np.uint8), connectivity=8)
+        boxes = [box for box in (self._footprint(face.inverse, part, frame.image.shape) for part in stats[1:count])
+                 if box is not None]
+        for box in _merged(boxes):
+            self._blend_box(frame, face.inverse, colour8, alpha8, box)
+
+    @staticmethod
+    def _footprint(inverse: np.ndarray, part, shape) -> tuple[int, int, int, int] | None:
+        """The frame box (x0, y0, x1, y1) a crop part (left, top, width, height) lands in,
+        reaching one crop pixel further (bilinear reach), clipped to the frame."""
+        left, top, width, height = part[:4]
+        right, bottom = left + width, top + height
+        corners = np.array([[left - 1, top - 1], [right, top - 1], [right, bottom], [left - 1, bottom]], np.float64)
+        footprint = align.transform_points(inverse, corners)
+        x0 = max(int(np.floor(footprint[:, 0].min())), 0)
+        y0 = max(int(np.floor(footprint[:, 1].min())), 0)
+        x1 = min(int(np.ceil(footprint[:, 0].max())) + 1, shape[1])
+        y1 = min(int(np.ceil(footprint[:, 1].max())) + 1, shape[0])
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+    @staticmethod
+    def _blend_box(frame: Frame, inverse: np.ndarray, colour8: np.ndarray, alpha8: np.ndarray, box) -> None:
+        x0, y0, x1, y1 = box
+        matrix = inverse.copy()
+        matrix[:, 2] -= (x0, y0)
+        size = (x1 - x0, y1 - y0)
+        colour = cv2.warpAffine(colour8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpAffine(alpha8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        alpha = cv2.merge([alpha, alpha, alpha])
+        region = frame.image[y0:y1, x0:x1]
+        frame.before.append((x0, y0, region.copy()))
+        # In 8 bits: colour * a + camera * (255 - a), each rounded; where a is 0 the camera's pixel
+        # stays exactly as it was.
+        painted = cv2.multiply(colour, alpha, scale=1 / 255)
+        region[...] = cv2.add(painted, cv2.multiply(region, cv2.bitwise_not(alpha), scale=1 / 255))
+
+
+def _merged(boxes: list) -> list:
+    """Boxes (x0, y0, x1, y1) with every overlapping pair replaced by their union: a pixel is
+    blended once."""
+    boxes = list(boxes)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    boxes[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return boxes

@@ -302,6 +302,6 @@ class MemorySource(Source):
                 delay = start + index / self.fps - time.monotonic()
                 if delay > 0 and self._halt.wait(delay):
                     return
-            image = self.images[index % len(self.images)]
+            image = self.images[index % len(self.images)].copy()  # a new picture, as a camera gives
             yield Frame(image=image, index=index, time_ms=now_ms() if self.live else index * 1000.0 / self.fps,
                         still=self.still)

@@ -1,0 +1,105 @@
+"""The blend stage: it paints only the covered part of each face, in place, in 8 bits, and the
+result is the float blend of the design (occlusion * restored + (1 - occlusion) * camera) to
+within rounding. The reference here is that formula computed over the whole frame in float."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from deocc_live.frame import Face, Frame
+from deocc_live.settings import LiveSettings
+from deocc_live.stages.align import crop_box
+from deocc_live.stages.blend import BlendStage, _merged
+
+SIZE = 128
+
+
+def _face(rng, centre, scale, angle, specks=True) -> Face:
+    """A face whose crop maps to the frame by a rotation and scale about ``centre``, with a
+    covered lower half and (optionally) a small speck of occlusion at the top corner."""
+    rotation = cv2.getRotationMatrix2D((SIZE / 2, SIZE / 2), angle, scale)
+    inverse = rotation.copy()
+    inverse[:, 2] += np.array(centre) - SIZE / 2
+    occlusion = np.zeros((SIZE, SIZE), np.float32)
+    cv2.ellipse(occlusion, (64, 92), (44, 26), 0, 0, 360, 1.0, -1)
+    if specks:
+        occlusion[12:16, 10:14] = 0.8
+    restored = rng.uniform(0, 1, (SIZE, SIZE, 3)).astype(np.float32)
+    crop = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    return Face(track_id=0, landmarks=np.zeros((478, 2), np.float32), matrix=cv2.invertAffineTransform(inverse),
+                inverse=inverse, crop=crop, restored=restored, occlusion=occlusion)
+
+
+def _reference(image, faces, blend: BlendStage) -> np.ndarray:
+    """The float blend over the whole frame, face after face (colour match as the stage does)."""
+    out = image.astype(np.float32)
+    height, width = image.shape[:2]
+    for face in faces:
+        mask = blend.mask_for(face.occlusion)
+        colour = np.clip(blend._colour_matched(face), 0, 1) * 255
+        alpha = cv2.warpAffine(mask, face.inverse, (width, height), flags=cv2.INTER_LINEAR)[..., None]
+        warped = cv2.warpAffine(colour, face.inverse, (width, height), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+        out = warped * alpha + out * (1 - alpha)
+    return out
+
+
+@pytest.mark.parametrize("scale,angle", [(1.0, 0.0), (2.6, 12.0), (4.1, -25.0), (0.7, 40.0)])
+def test_blend_is_the_float_blend_and_leaves_uncovered_pixels_exact(scale, angle):
+    rng = np.random.default_rng(int(scale * 10))
+    image = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    face = _face(rng, (640, 360), scale, angle)
+    blend = BlendStage(LiveSettings())
+    frame = blend(Frame(image=image.copy(), index=0, time_ms=0.0, faces=[face]))
+    reference = _reference(image, [face], blend)
+    difference = np.abs(frame.output.astype(np.float32) - reference).max(axis=2)
+    assert difference.max() <= 2.0  # 8-bit weight and colour: rounding only
+    # Where the float weight is 0, the camera's pixel is there bit for bit.
+    height, width = image.shape[:2]
+    alpha = cv2.warpAffine(blend.mask_for(face.occlusion), face.inverse, (width, height), flags=cv2.INTER_LINEAR)
+    untouched = alpha == 0
+    assert np.array_equal(frame.output[untouched], image[untouched])
+    painted = np.abs(frame.output.astype(int) - image.astype(int)).max(axis=2) > 0
+    assert painted.sum() > 0.5 * (alpha > 0.5).sum()  # the covered part did change
+    # Only small boxes were touched: the mask and the speck, not the face's whole square.
+    touched = sum(pixels.shape[0] * pixels.shape[1] for _, _, pixels in frame.before)
+    x0, y0, x1, y1 = crop_box(face.inverse, SIZE, image.shape)
+    assert touched < 0.6 * (x1 - x0) * (y1 - y0)
+
+
+def test_input_image_puts_back_what_was_painted_over_with_overlapping_faces():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    faces = [_face(rng, (300, 240), 2.0, 5.0), _face(rng, (360, 260), 1.8, -10.0)]
+    blend = BlendStage(LiveSettings())
+    frame = blend(Frame(image=image.copy(), index=0, time_ms=0.0, faces=faces))
+    assert not np.array_equal(frame.output, image)
+    assert np.array_equal(frame.input_image(), image)
+    difference = np.abs(frame.output.astype(np.float32) - _reference(image, faces, blend)).max()
+    assert difference <= 3.0
+
+
+def test_disabled_and_face_free_frames_are_passed_through_untouched():
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    blend = BlendStage(LiveSettings())
+    off = blend(Frame(image=image.copy(), index=0, time_ms=0.0, faces=[_face(rng, (160, 120), 1.0, 0.0)]),
+                enabled=False)
+    assert np.array_equal(off.output, image) and not off.before
+    empty = blend(Frame(image=image.copy(), index=0, time_ms=0.0))
+    assert np.array_equal(empty.output, image) and not empty.before
+
+
+def test_a_face_half_outside_the_frame_is_clipped():
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    face = _face(rng, (300, 230), 2.0, 0.0)  # the lower half is beyond the bottom right corner
+    blend = BlendStage(LiveSettings())
+    frame = blend(Frame(image=image.copy(), index=0, time_ms=0.0, faces=[face]))
+    assert np.abs(frame.output.astype(np.float32) - _reference(image, [face], blend)).max() <= 2.0
+
+
+def test_overlapping_boxes_are_merged_once():
+    assert _merged([(0, 0, 10, 10), (20, 20, 30, 30)]) == [(0, 0, 10, 10), (20, 20, 30, 30)]
+    assert _merged([(0, 0, 10, 10), (5, 5, 30, 30), (28, 0, 40, 6)]) == [(0, 0, 40, 30)]
