@@ -18,6 +18,7 @@ class Face:
     motion: float = 0.0                      # landmark speed, crop widths per frame
     new_track: bool = False
     memory: float = 0.0                      # share of the restored face taken from the face memory
+    memory_note: str = ""                    # why the memory is or is not used for this face now
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The pipeline: capture -> track+align -> generate+smooth -> blend+outputs, on their own
+"""The pipeline: capture -> track+align -> generate+memory+smooth -> blend+outputs, on their own
 threads joined by small queues. Live sources drop the oldest frame when a stage falls behind
 (lower frame rate, never growing latency); file sources never drop a frame.
 
@@ -17,6 +17,7 @@ from deocc_live.stages.blend import BlendStage
 from deocc_live.stages.capture import now_ms
 from deocc_live.frame import Frame
 from deocc_live.stages.generate import GenerateStage
+from deocc_live.stages.memory import FaceMemoryStage
 from deocc_live.stages.outputs import OutputError
 from deocc_live.settings import LiveSettings
 from deocc_live.stages.smooth import SmoothStage
@@ -108,6 +109,7 @@ class Pipeline:
                                 landmark_filter=self.settings.landmark_filter)
         self.align = AlignStage(engine.spec.crop_size) if engine is not None else None
         self.generate = GenerateStage(engine) if engine is not None else None
+        self.memory = FaceMemoryStage(self.settings)
         self.smooth = SmoothStage(self.settings)
         self.blend = BlendStage(self.settings)
         drop = source.live
@@ -142,6 +144,7 @@ class Pipeline:
             self.align = AlignStage(engine.spec.crop_size) if engine is not None else None
             self.generate = GenerateStage(engine) if engine is not None else None
             self.smooth.reset()
+            self.memory.reset()
             if old is not None and old is not engine:
                 old.close()
 
@@ -225,9 +228,13 @@ class Pipeline:
                         self._report(f"generator failed, passing frames through: {error}")
                         frame.faces = []
             generated = now_ms()
+            if frame.enabled:
+                self.memory(frame)
+            remembered = now_ms()
             self.smooth(frame)
             frame.timings["generate"] = generated - start
-            frame.timings["smooth"] = now_ms() - generated
+            frame.timings["memory"] = remembered - generated
+            frame.timings["smooth"] = now_ms() - remembered
             self._generated.put(frame, self._stop)
 
     def _output_loop(self):

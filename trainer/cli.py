@@ -70,6 +70,15 @@ def cmd_eval(args):
     print(report["markdown"])
 
 
+def cmd_memory_eval(args):
+    from trainer.configs import MemoryEvalConfig
+    from trainer.memory_eval import run
+
+    report = run(_config(MemoryEvalConfig, args))
+    print(report["markdown"])
+    print(f"wrote {args.out}/memory.json, memory.md and memory_strip.jpg")
+
+
 def cmd_e2e(args):
     from trainer.configs import EndToEndConfig
     from trainer.e2e import run
@@ -138,7 +147,7 @@ def cmd_build_engine(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trainer.configs import EndToEndConfig, EvalConfig, FitConfig, MisalignConfig, SynthConfig
+    from trainer.configs import EndToEndConfig, EvalConfig, FitConfig, MemoryEvalConfig, MisalignConfig, SynthConfig
 
     parser = OneLineParser(prog="deocc-train", description="Train deocc-live's generator.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "occluders placed as the trainer never does, a clip and real photos")
     _add_dataclass_options(e2e, EndToEndConfig)
     e2e.set_defaults(handler=cmd_e2e)
+
+    memory = sub.add_parser("memory-eval", help="the face memory on test-split clips (a face seen uncovered, "
+                            "then covered): covered-face quality with and without it")
+    _add_dataclass_options(memory, MemoryEvalConfig)
+    memory.set_defaults(handler=cmd_memory_eval)
 
     export = sub.add_parser("export", help="checkpoint -> ONNX with metadata, parity-checked")
     export.add_argument("--ckpt", required=True, help="training checkpoint (its EMA weights are exported)")

@@ -95,6 +95,22 @@ class EndToEndConfig:
 
 
 @dataclass
+class MemoryEvalConfig:
+    model: str = required("generator to run: .onnx, .pt or a training checkpoint")
+    data: str = option(DATA_DEFAULT, "data folder with faces/ and occluders/ (only the faces of --split are used; "
+                       "default: $DEOCC_DATA or ../shared/data)")
+    out: str = option("runs/memory", "folder for memory.json, memory.md and memory_strip.jpg")
+    per_kind: int = option(3, "still clips per occluder kind (hand, cup, microphone, mask); one clip per kind "
+                           "for each head motion (tilt, closer, turn) comes on top", 1, 1000)
+    length: int = option(60, "frames a clip (20 uncovered, 10 coming in, the rest covered)", 40, 3000)
+    split: str = option("test", "faces of this split", choices=("validation", "test"))
+    seed: int = option(0, "seed of faces and occluders", 0)
+    strip_kind: str = option("hand", "occluder of the clip shown in memory_strip.jpg",
+                             choices=("hand", "cup", "microphone", "mask"))
+    landmarker: str | None = option(None, "MediaPipe face_landmarker.task (default: $DEOCC_MODEL_DIR or the user cache)")
+
+
+@dataclass
 class MisalignConfig:
     data: str = option(DATA_DEFAULT, "data folder with faces/ and occluders/ (its training-split faces are used; "
                        "default: $DEOCC_DATA or ../shared/data)")

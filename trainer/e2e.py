@@ -266,8 +266,8 @@ def composite(picture: np.ndarray, layer: np.ndarray, alpha: np.ndarray) -> np.n
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def occlude(frame: np.ndarray, landmarks: np.ndarray, kind: str, banks: dict, rng: np.random.Generator):
-    """(occluded frame, alpha, held_out) for one occluder of ``kind`` placed on the frame."""
+def occluder_layer(frame: np.ndarray, landmarks: np.ndarray, kind: str, banks: dict, rng: np.random.Generator):
+    """(colour, alpha, held_out): one occluder of ``kind`` placed for the face, as a frame-sized layer."""
     kept_back = kind == "microphone" or bool(rng.random() < 0.5)  # the microphone's painter is the evaluation's own
     bank = banks["held_out" if kept_back else "train"]
     if kind == "mask":
@@ -282,11 +282,17 @@ def occlude(frame: np.ndarray, landmarks: np.ndarray, kind: str, banks: dict, rn
     rgb, alpha = layer
     sigma = rng.uniform(0.3, 1.0)
     rgb, alpha = cv2.GaussianBlur(rgb, (0, 0), sigma), cv2.GaussianBlur(alpha.astype(np.float32), (0, 0), sigma)
-    return composite(frame, rgb, alpha), alpha.astype(np.float32), kept_back
+    return rgb, alpha.astype(np.float32), kept_back
+
+
+def occlude(frame: np.ndarray, landmarks: np.ndarray, kind: str, banks: dict, rng: np.random.Generator):
+    """(occluded frame, alpha, held_out) for one occluder of ``kind`` placed on the frame."""
+    rgb, alpha, kept_back = occluder_layer(frame, landmarks, kind, banks, rng)
+    return composite(frame, rgb, alpha), alpha, kept_back
 
 
 # The app, as a user runs it.
-def run_app(images: list[np.ndarray], engine, landmarker: str, still: bool):
+def run_app(images: list[np.ndarray], engine, landmarker: str, still: bool, settings=None):
     """Every picture through the app's pipeline (stills on their own, or a clip as a stream);
     returns the frames as the outputs receive them (output, faces)."""
     from deocc_live.stages.capture import MemorySource
@@ -294,7 +300,7 @@ def run_app(images: list[np.ndarray], engine, landmarker: str, still: bool):
 
     done = []
     source = MemorySource(images, still=still)
-    pipeline = Pipeline(source, engine, landmarker, [], on_frame=done.append)
+    pipeline = Pipeline(source, engine, landmarker, [], settings=settings, on_frame=done.append)
     with pipeline:
         pipeline.wait()
     return done, pipeline.blend

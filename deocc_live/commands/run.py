@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-smoothing", action="store_true", help="no temporal smoothing of landmarks and faces")
     SETTINGS["face_smoothing"].add_to(parser, unset=True)
     SETTINGS["feather"].add_to(parser, unset=True)
+    parser.add_argument("--no-face-memory", dest="face_memory", action="store_false", default=None,
+                        help="restore covered faces from the generator alone, not from how the face looked "
+                             "uncovered moments before (the memory is kept in memory only, never on disk)")
     parser.add_argument("--off", action="store_true", help="start with the effect off")
     parser.add_argument("--virtual-camera", action=argparse.BooleanOptionalAction, default=None,
                         help="send to 'Deocc Camera' (default: on, unless --output is given)")
@@ -66,7 +69,8 @@ def run(args) -> int:
                 if not (args.output or args.preview):
                     raise
                 print(f"deocc-live: {error}", file=sys.stderr)
-        settings = LiveSettings.given(args, enabled=not args.off, show_mask=args.show_mask)
+        settings = LiveSettings.given(args, enabled=not args.off, show_mask=args.show_mask,
+                                      face_memory=args.face_memory is not False)
         if args.no_smoothing:
             settings.set("face_smoothing", 0.0)
             settings.landmark_filter = False
@@ -124,7 +128,7 @@ def _drive(pipeline, preview: bool) -> bool:
             if finished:
                 return True
             if window is not None and pipeline.latest is not None:
-                key = window.show(pipeline.latest.output, pipeline)
+                key = window.show(pipeline.latest, pipeline)
                 if key in ("quit",):
                     break
         return pipeline.source.live
@@ -146,10 +150,12 @@ class _Preview:
         self.cv2 = cv2
         cv2.namedWindow(self.NAME, cv2.WINDOW_NORMAL)
 
-    def show(self, image, pipeline):
+    def show(self, frame, pipeline):
         cv2 = self.cv2
         text = f"{'ON' if pipeline.settings.enabled else 'OFF'}  {pipeline.stats.fps():.1f} FPS"
-        shown = image.copy()
+        if any(face.memory > 0 for face in frame.faces):
+            text += "  memory"  # a face is being restored from how it looked uncovered
+        shown = frame.output.copy()
         cv2.putText(shown, text, (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 255, 0), 2, cv2.LINE_AA)
         cv2.imshow(self.NAME, shown)
         key = cv2.waitKey(1) & 0xFF

@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--landmarker", help="path of face_landmarker.task")
     for name in LIVE:  # start values over the remembered ones
         SETTINGS[name].add_to(parser, unset=True)
+    parser.add_argument("--no-face-memory", dest="face_memory", action="store_false", default=None,
+                        help="start with the face memory off")
 
 
 def main(argv=None) -> int:
@@ -50,7 +52,7 @@ def run(args) -> int:
         return 1
     controller = PipelineController(landmarker)
     source = args.input if args.input else args.camera
-    options = {name: getattr(args, name, None) for name in LIVE}
+    options = {name: getattr(args, name, None) for name in (*LIVE, "face_memory")}
     window = MainWindow(controller, QSettings("deocc-live", "deocc-live"), source=source, engine=args.engine,
                         options=options)
     window.resize(1200, 720)

@@ -1,0 +1,231 @@
+"""Face memory stage: the user's own face, seen uncovered moments ago, puts back what now covers it.
+
+Per track, while the face is uncovered (little predicted occlusion over the lower face), steady
+and frontal enough, its aligned camera crop is kept, a few of them for different poses and mouth
+openings. When the face is covered, the remembered crop closest in pose and mouth is fitted to the
+current landmarks (a similarity in aligned space) and to the current light (a smooth per-channel
+gain read where the face is visible now), and it restores the face where it agrees with what is
+visible around the cover; the generator's face is used where it does not, and the switch between
+the two fades over a few frames. Memories live in memory only, and end with their track (a track
+lost for a moment and found again at the same place keeps them)."""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from deocc_live.frame import Face, Frame
+from deocc_live.settings import LiveSettings
+from deocc_live.stages import align
+
+# Landmarks that tell the pose (eyes, brows, nose, cheeks, forehead, jaw line) and the mouth.
+POSE_POINTS = (33, 133, 362, 263, 70, 105, 107, 336, 334, 300, 168, 6, 197, 195, 5, 4, 1, 234, 454, 10, 151,
+               132, 361, 172, 397, 152)
+UPPER_LIP, LOWER_LIP = 13, 14
+
+
+@dataclass
+class Memory:
+    crop: np.ndarray        # (S, S, 3) float32 BGR in [0, 1], the camera's face
+    valid: np.ndarray       # (S, S) float32: 1 where the face was seen uncovered, 0 where not
+    covered: float          # share of the lower face predicted covered then (less is better)
+    points: np.ndarray      # (P, 2) POSE_POINTS in aligned crop pixels
+    mouth: float            # inner-lip gap over the crop size
+    frame: int              # when it was seen
+
+
+@dataclass
+class _TrackMemory:
+    memories: list[Memory] = field(default_factory=list)
+    weight: float = 0.0     # how much of the restored face comes from memory now (fades)
+    last: tuple[np.ndarray, np.ndarray] | None = None  # the last fitted face and its valid map
+    mouths: deque = field(default_factory=lambda: deque(maxlen=15))  # recent mouth openings
+    note: str = ""          # why the memory is or is not used now
+    centre: np.ndarray | None = None
+    last_frame: int = 0
+
+
+class FaceMemoryStage:
+    """Frame in, frame out: covered faces' ``restored`` mixed with their remembered face, and
+    ``face.memory`` set to the share that came from memory (0 to 1)."""
+
+    def __init__(self, settings: LiveSettings | None = None, slots: int = 4, fade_frames: int = 5,
+                 uncovered_level: float = 0.15, covered_level: float = 0.02, steady: float = 0.01,
+                 pose_limit: float = 0.035, mouth_limit: float = 0.06, talking: float = 0.04,
+                 agreement: float = 0.07, keep_lost: int = 30):
+        self.settings = settings or LiveSettings()
+        self.slots = slots                      # memories per track
+        self.fade_step = 1.0 / max(fade_frames, 1)
+        self.uncovered_level = uncovered_level  # share of the lower face predicted covered to remember a face
+        self.covered_level = covered_level      # share of the face predicted covered to recall one
+        self.steady = steady                    # landmark speed (crop widths a frame) to remember a face
+        self.pose_limit = pose_limit            # mean landmark distance (crop widths) a memory may be from the pose
+        self.mouth_limit = mouth_limit          # mouth opening difference (crop widths) it may have
+        self.talking = talking                  # back-and-forth of the mouth opening (crop widths, 15 frames) that means talking
+        self.agreement = agreement              # median difference from the visible face around the cover
+        self.keep_lost = keep_lost              # frames a lost track's memories wait for it to come back
+        self._tracks: dict[int, _TrackMemory] = {}
+        self._regions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._frame = 0
+
+    def reset(self) -> None:
+        self._tracks = {}
+
+    def __call__(self, frame: Frame) -> Frame:
+        self._frame += 1
+        if not self.settings.face_memory:
+            self._tracks = {}  # off means forgotten, not paused
+            return frame
+        if frame.still:
+            return frame  # a picture on its own has no past
+        seen = set()
+        for face in frame.faces:
+            if face.restored is None or face.crop is None or face.matrix is None:
+                continue
+            state = self._state_for(face)
+            seen.add(face.track_id)
+            self._step(face, state)
+        for track_id in [t for t in self._tracks if t not in seen]:
+            if self._frame - self._tracks[track_id].last_frame > self.keep_lost:
+                del self._tracks[track_id]  # forgotten: the track ended
+        return frame
+
+    def notes(self) -> dict[int, str]:
+        """Per track: why its memory is or is not in use on the last frame."""
+        return {track_id: state.note for track_id, state in self._tracks.items()}
+
+    def _state_for(self, face: Face) -> _TrackMemory:
+        centre = face.landmarks.mean(axis=0)
+        state = self._tracks.get(face.track_id)
+        if state is None and face.new_track:
+            # A track lost for a moment and found again in the same place: the same person.
+            width = float(np.ptp(face.landmarks[:, 0])) or 1.0
+            lost = [(t, s) for t, s in self._tracks.items() if s.last_frame < self._frame and s.centre is not None
+                    and np.linalg.norm(s.centre - centre) < 0.5 * width]
+            if lost:
+                track_id, state = min(lost, key=lambda item: np.linalg.norm(item[1].centre - centre))
+                del self._tracks[track_id]
+        if state is None:
+            state = _TrackMemory()
+        self._tracks[face.track_id] = state
+        state.centre, state.last_frame = centre, self._frame
+        return state
+
+    def _regions_for(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(face, lower face) boolean regions of the aligned crop."""
+        regions = self._regions.get(size)
+        if regions is None:
+            yy, xx = np.mgrid[0:size, 0:size] / size
+            # The aligned face (eyes at 0.38, mouth at 0.70 of the crop), less the neck and the hair.
+            face = ((xx - 0.5) / 0.30) ** 2 + ((yy - 0.55) / 0.36) ** 2 < 1
+            lower = face & (yy > 0.6)
+            regions = self._regions[size] = (face, lower)
+        return regions
+
+    def _step(self, face: Face, state: _TrackMemory) -> None:
+        size = face.crop.shape[0]
+        face_region, lower = self._regions_for(size)
+        covered = face.occlusion > 0.5
+        points = align.transform_points(face.matrix, face.landmarks[list(POSE_POINTS)])
+        lips = align.transform_points(face.matrix, face.landmarks[[UPPER_LIP, LOWER_LIP]])
+        mouth = float(np.linalg.norm(lips[0] - lips[1])) / size
+        state.mouths.append(mouth)
+        lower_covered = float(covered[lower].mean())
+        if lower_covered < self.uncovered_level and face.motion < self.steady and not face.new_track:
+            self._remember(state, face, points, mouth, lower_covered)
+        target, recalled = 0.0, None
+        if covered[face_region].mean() <= self.covered_level:
+            state.note = "uncovered"
+        elif not state.memories:
+            state.note = "nothing remembered"
+        else:
+            recalled, state.note = self._recall(face, state, points, mouth, covered)
+            target = 1.0 if recalled is not None else 0.0
+        # Fade towards the target over a few frames; while fading out, the last fitted face is used.
+        state.weight = float(np.clip(state.weight + np.clip(target - state.weight, -self.fade_step, self.fade_step), 0, 1))
+        if recalled is not None:
+            state.last = recalled
+        if state.weight > 0 and state.last is not None:
+            lit, valid = state.last
+            share = (state.weight * valid)[..., None]
+            face.restored = (share * lit + (1 - share) * face.restored).astype(np.float32)
+        else:
+            state.last = None
+        face.memory = state.weight if state.last is not None else 0.0
+        face.memory_note = state.note
+
+    def _remember(self, state: _TrackMemory, face: Face, points, mouth: float, lower_covered: float) -> None:
+        size = face.crop.shape[0]
+        # Where the face was seen: not predicted covered, with a margin for rims the mask missed.
+        seen = (face.occlusion < 0.1).astype(np.uint8)
+        valid = cv2.GaussianBlur(cv2.erode(seen, self._kernel(size)).astype(np.float32), (0, 0), 0.02 * size)
+        memory = Memory(face.crop.astype(np.float32) * (1 / 255), valid, lower_covered, points, mouth, self._frame)
+        if state.memories:
+            distances = [self._distance(m, points, mouth, size) for m in state.memories]
+            nearest = int(np.argmin(distances))
+            if distances[nearest] < 0.5 * self.pose_limit:
+                # The same pose seen again: the newer light wins, unless it is more covered.
+                if lower_covered <= state.memories[nearest].covered + 0.01:
+                    state.memories[nearest] = memory
+                return
+        state.memories.append(memory)
+        if len(state.memories) > self.slots:
+            state.memories.pop(0)
+
+    @staticmethod
+    def _talking(mouths) -> float:
+        """How much the mouth opening went back and forth over the recent frames: its total
+        change less its net change (a cover arriving shifts the landmarks' guess once; talking
+        opens and closes it again and again)."""
+        if len(mouths) < 5:
+            return 0.0
+        values = np.asarray(mouths)
+        return float(np.abs(np.diff(values)).sum() - abs(values[-1] - values[0]))
+
+    @staticmethod
+    def _kernel(size: int) -> np.ndarray:
+        radius = max(1, round(0.03 * size))
+        return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+    @staticmethod
+    def _distance(memory: Memory, points: np.ndarray, mouth: float, size: int) -> float:
+        return float(np.linalg.norm(memory.points - points, axis=1).mean()) / size + abs(memory.mouth - mouth)
+
+    def _recall(self, face: Face, state: _TrackMemory, points, mouth, covered):
+        """((the remembered face fitted to this frame, where it is valid), note), or (None, the
+        reason) when none fits: the pose, the mouth, talking, or what is visible around the cover
+        disagrees with it."""
+        size = face.crop.shape[0]
+        memory = min(state.memories, key=lambda m: self._distance(m, points, mouth, size))
+        pose = float(np.linalg.norm(memory.points - points, axis=1).mean()) / size
+        if pose > self.pose_limit:
+            return None, f"pose {pose:.3f}"
+        if abs(memory.mouth - mouth) > self.mouth_limit:
+            return None, f"mouth {abs(memory.mouth - mouth):.3f}"
+        talking = self._talking(state.mouths)
+        if talking > self.talking:
+            return None, f"talking {talking:.3f}"
+        matrix = align.similarity(memory.points, points)
+        warped = cv2.warpAffine(memory.crop, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        valid = cv2.warpAffine(memory.valid, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        current = face.crop.astype(np.float32) * (1 / 255)
+        visible = ((face.occlusion < 0.1) & self._regions_for(size)[0]).astype(np.float32) * (valid > 0.5)
+        if visible.mean() < 0.1:
+            return None, "too little visible"
+        # Light: a smooth per-channel gain, current over remembered, read where the face is visible.
+        sigma = 0.15 * size
+        weight = cv2.GaussianBlur(visible, (0, 0), sigma) + 1e-4
+        now = cv2.GaussianBlur(current * visible[..., None], (0, 0), sigma) / weight[..., None]
+        then = cv2.GaussianBlur(warped * visible[..., None], (0, 0), sigma) / weight[..., None]
+        lit = np.clip(warped * np.clip((now + 1e-3) / (then + 1e-3), 0.5, 2.0), 0, 1)
+        # Agreement where the face is visible just around the cover (the median: a rim the mask
+        # missed must not decide it).
+        ring = cv2.dilate(covered.astype(np.uint8), self._kernel(size * 2)).astype(bool) & (visible > 0)
+        if ring.sum() < 0.01 * size * size:
+            return None, "no visible face around the cover"
+        error = float(np.median(np.abs(lit[ring] - current[ring]).max(axis=1)))
+        if error > self.agreement:
+            return None, f"disagrees ({error:.3f})"
+        return (lit.astype(np.float32), valid), f"used (pose {pose:.3f}, difference {error:.3f})"

@@ -1,0 +1,187 @@
+"""The face memory: a face seen uncovered and then covered comes back as it was, in the app's own
+pipeline, with the shipped generator; stills, the switch and the command line leave it out."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from deocc_live.frame import Face, Frame
+from deocc_live.landmarks import LOWER_FACE_OUTLINE, FaceLandmarks
+from deocc_live.pipeline import Pipeline
+from deocc_live.settings import LiveSettings
+from deocc_live.stages.align import crop_matrix, warp_crop
+from deocc_live.stages.capture import MemorySource
+from deocc_live.stages.memory import FaceMemoryStage, UPPER_LIP, LOWER_LIP
+from engines import open_engine
+from media import LANDMARKER, face_files, place_face
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "assets" / "deocc_gen_int8.onnx"
+
+
+def _psnr(a, b, region):
+    error = ((a[region].astype(np.float64) - b[region].astype(np.float64)) ** 2).mean()
+    return 10 * np.log10(255.0 ** 2 / max(error, 1e-9))
+
+
+@pytest.fixture(scope="module")
+def covered_clip():
+    """A still face, uncovered for 15 frames, then a skin-free grey patch rises over its lower
+    face and stays: (frames, truth, covered region of the last frame)."""
+    face = cv2.imread(str(face_files(3)[2]))
+    truth, _ = place_face(face, (640, 480), scale=1.5, seed=3)
+    with FaceLandmarks(LANDMARKER) as finder:
+        landmarks = finder.detect(truth)[0]
+    patch = np.zeros(truth.shape[:2], np.uint8)
+    cv2.fillPoly(patch, [landmarks[LOWER_FACE_OUTLINE].astype(np.int32)], 1)
+    frames = []
+    for index in range(40):
+        rise = np.clip((index - 15) / 6, 0, 1)
+        shift = np.float32([[1, 0, 0], [0, 1, (1 - rise) * 300]])
+        moved = cv2.warpAffine(patch, shift, (truth.shape[1], truth.shape[0])).astype(bool)
+        frame = truth.copy()
+        frame[moved] = (90, 110, 150)
+        frames.append(frame)
+    return frames, truth, moved
+
+
+def _run(frames, face_memory: bool):
+    done = []
+    with open_engine(SHIPPED) as engine:
+        pipeline = Pipeline(MemorySource(frames), engine, LANDMARKER, [], LiveSettings(face_memory=face_memory),
+                            on_frame=done.append)
+        with pipeline:
+            pipeline.wait()
+        notes = pipeline.memory.notes()
+    return done, notes
+
+
+def test_the_memory_brings_back_the_face_it_saw(covered_clip):
+    frames, truth, covered = covered_clip
+    with_memory, notes = _run(frames, True)
+    without, _ = _run(frames, False)
+    last = slice(30, 40)  # covered, the fade done
+    gain = np.mean([_psnr(a.output, truth, covered) - _psnr(b.output, truth, covered)
+                    for a, b in zip(with_memory[last], without[last])])
+    print(f"covered PSNR gain from the memory: {gain:+.2f} dB; notes {notes}")
+    assert gain > 3.0
+    assert all(f.faces and f.faces[0].memory == 1.0 for f in with_memory[last])
+    assert not any(face.memory for f in without for face in f.faces)
+    assert not any(face.memory for f in with_memory[:15] for face in f.faces)  # uncovered: nothing to do
+    # The switch fades in over a few frames, not at once.
+    weights = [f.faces[0].memory for f in with_memory if f.faces]
+    steps = np.diff(weights)
+    assert steps.max() <= 0.2 + 1e-6 and sum(0 < w < 1 for w in weights) >= 3
+
+
+def test_stills_have_no_memory(covered_clip):
+    frames, _truth, _ = covered_clip
+    done = []
+    with open_engine(SHIPPED) as engine:
+        pipeline = Pipeline(MemorySource(frames[:16] + frames[-3:], still=True), engine, LANDMARKER, [], LiveSettings(),
+                            on_frame=done.append)
+        with pipeline:
+            pipeline.wait()
+    assert not any(face.memory for f in done for face in f.faces) and not pipeline.memory.notes()
+
+
+# The stage alone, on one real face's crop and landmarks.
+@pytest.fixture(scope="module")
+def face_parts():
+    picture, _ = place_face(cv2.imread(str(face_files(1)[0])), (640, 480), scale=1.5)
+    with FaceLandmarks(LANDMARKER) as finder:
+        landmarks = finder.detect(picture)[0]
+    matrix = crop_matrix(landmarks, 128)
+    return picture, landmarks, matrix
+
+
+def _face(parts, covered: bool, track_id=0, mouth_open=0.0, new=False) -> Face:
+    picture, landmarks, matrix = parts
+    landmarks = landmarks.copy()
+    landmarks[LOWER_LIP] += (0, mouth_open * np.ptp(landmarks[:, 0]))
+    crop = warp_crop(picture, matrix, 128)
+    occlusion = np.zeros((128, 128), np.float32)
+    if covered:
+        occlusion[80:120, 30:98] = 1.0
+        crop = crop.copy()
+        crop[80:120, 30:98] = (90, 110, 150)
+    return Face(track_id=track_id, landmarks=landmarks, matrix=matrix, crop=crop, occlusion=occlusion,
+                restored=np.full((128, 128, 3), 0.5, np.float32), new_track=new)
+
+
+def _frame(faces, still=False):
+    return Frame(image=np.zeros((4, 4, 3), np.uint8), index=0, time_ms=0.0, faces=faces, still=still)
+
+
+def test_a_remembered_face_fills_the_cover_and_the_switch_turns_it_off(face_parts):
+    settings = LiveSettings()
+    stage = FaceMemoryStage(settings, fade_frames=5)
+    stage(_frame([_face(face_parts, False, new=True)]))
+    for _ in range(3):
+        stage(_frame([_face(face_parts, False)]))
+    weights = []
+    for _ in range(7):
+        face = _face(face_parts, True)
+        stage(_frame([face]))
+        weights.append(face.memory)
+    assert weights[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0]) and weights[-1] == 1.0
+    truth = warp_crop(face_parts[0], face_parts[2], 128)[80:120, 30:98].astype(np.float32) / 255
+    assert np.abs(face.restored[80:120, 30:98] - truth).mean() < 0.03  # the face, not the generator's grey
+    settings.set("face_memory", False)
+    face = _face(face_parts, True)
+    stage(_frame([face]))
+    assert face.memory == 0 and np.all(face.restored == 0.5) and not stage.notes()  # off: forgotten
+
+
+def test_talking_and_a_new_mouth_fall_back_to_the_generator(face_parts):
+    stage = FaceMemoryStage(LiveSettings())
+    for index in range(4):
+        stage(_frame([_face(face_parts, False, new=index == 0)]))
+    face = _face(face_parts, True, mouth_open=0.2)  # the landmarks say the mouth is wide open now
+    stage(_frame([face]))
+    assert face.memory == 0 and stage.notes()[0].startswith("mouth")
+    talking = FaceMemoryStage(LiveSettings())
+    for index in range(4):
+        talking(_frame([_face(face_parts, False, new=index == 0)]))
+    for index in range(10):  # opening and closing under the cover
+        face = _face(face_parts, True, mouth_open=0.04 * (index % 2))
+        talking(_frame([face]))
+    assert face.memory == 0 and talking.notes()[0].startswith("talking")
+
+
+def test_memories_end_with_their_track_unless_it_comes_back_in_place(face_parts):
+    stage = FaceMemoryStage(LiveSettings(), keep_lost=3)
+    for index in range(3):
+        stage(_frame([_face(face_parts, False, track_id=0, new=index == 0)]))
+    stage(_frame([]))
+    face = _face(face_parts, True, track_id=1, new=True)  # lost for a frame, found again in place
+    stage(_frame([face]))
+    assert face.memory > 0 and list(stage.notes()) == [1]
+    for _ in range(5):
+        stage(_frame([]))
+    assert not stage.notes()  # gone for longer than keep_lost: forgotten
+
+
+def test_the_command_line_switch(tmp_path, covered_clip):
+    from media import read_video, write_video
+
+    video = write_video(tmp_path / "clip.mp4", covered_clip[0][:30])
+    outputs = []
+    for name, extra in (("on.mp4", []), ("off.mp4", ["--no-face-memory"])):
+        result = subprocess.run([sys.executable, "-m", "deocc_live.cli", "--input", str(video), "--output",
+                                 str(tmp_path / name), "--engine", str(SHIPPED), *extra],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-1000:]
+        outputs.append(read_video(tmp_path / name))
+    on, off = outputs
+    assert len(on) == len(off) == 30
+    assert all(np.array_equal(a, b) for a, b in zip(on[:10], off[:10]))  # uncovered: the same
+    assert np.abs(on[-1].astype(int) - off[-1].astype(int)).mean() > 0.5  # covered: the memory's face
+    help_text = subprocess.run([sys.executable, "-m", "deocc_live.cli", "--help"], cwd=ROOT, capture_output=True,
+                               text=True).stdout
+    assert "--no-face-memory" in help_text
