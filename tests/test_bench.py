@@ -22,7 +22,7 @@ def bench(*args, timeout=600):
 def test_bench_json_has_every_key(generator_onnx):
     result = bench("--frames", "40", "--size", "640x480", "--json", "--engine", generator_onnx, "--face", face_files(1)[0])
     for key in ("end_to_end_fps", "tracking_only_fps", "ratio_to_tracking", "latency_ms", "stages_ms", "flicker",
-                "machine", "engine", "generator_alone_ms"):
+                "machine", "engine", "generator_alone_ms", "end_to_end_fps_by_part"):
         assert key in result
     assert set(result["latency_ms"]) == {"median", "p95"}
     assert set(result["stages_ms"]) == {"capture", "track", "align", "generate", "memory", "smooth", "blend",

@@ -1,6 +1,7 @@
 """Generate stage: every face's aligned crop through the engine in one batch."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from deocc_live.frame import Frame
@@ -18,12 +19,36 @@ def batch_to_images(batch: np.ndarray) -> np.ndarray:
     return np.clip(images, 0.0, 1.0).astype(np.float32)
 
 
+def thumbnail(crop: np.ndarray) -> np.ndarray:
+    """A 32 px grey summary of a crop: sensor noise averages out, a moving hand does not."""
+    grey = cv2.cvtColor(cv2.resize(crop, (32, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    return grey.astype(np.int16)
+
+
 class GenerateStage:
-    def __init__(self, engine):
+    """Every face's crop through the engine, in batches. In a stream, a face whose crop has not
+    changed since it was last generated (mean change of its thumbnail below ``still_level``)
+    keeps that result, for at most ``still_reuse`` frames in a row: a still face costs the
+    generator one frame in ``still_reuse + 1``. The results are never changed in place
+    downstream, so they are shared, not copied."""
+
+    def __init__(self, engine, still_reuse: int = 2, still_level: float = 1.0):
         self.engine = engine
+        self.still_reuse, self.still_level = still_reuse, still_level
+        self._kept: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}  # track -> thumb, restored, mask, reuses
 
     def __call__(self, frame: Frame) -> Frame:
         faces = [face for face in frame.faces if face.crop is not None]
+        kept, thumbs = {}, {}
+        if not frame.still and self.still_reuse > 0:
+            for face in faces:
+                thumbs[face.track_id] = thumb = thumbnail(face.crop)
+                previous = self._kept.get(face.track_id)
+                if (previous is not None and not face.new_track and previous[3] < self.still_reuse
+                        and float(np.abs(thumb - previous[0]).mean()) < self.still_level):
+                    face.restored, face.occlusion = previous[1], previous[2]
+                    kept[face.track_id] = (*previous[:3], previous[3] + 1)
+            faces = [face for face in faces if face.track_id not in kept]
         limit = self.engine.spec.max_batch
         for start in range(0, len(faces), limit):
             group = faces[start:start + limit]
@@ -32,4 +57,7 @@ class GenerateStage:
             for face, image, mask in zip(group, batch_to_images(restored), occlusion[:, 0]):
                 face.restored = image
                 face.occlusion = np.array(mask, dtype=np.float32)
+                if face.track_id in thumbs:
+                    kept[face.track_id] = (thumbs[face.track_id], face.restored, face.occlusion, 0)
+        self._kept = kept  # a track not in this frame is forgotten
         return frame

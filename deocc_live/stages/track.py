@@ -30,13 +30,17 @@ class TrackStage:
     in VIDEO mode with smoothing; a still (``frame.still``) is looked at on its own in IMAGE mode,
     and neither reads nor changes the stream's state.
 
+    While the picture around the faces does not change, MediaPipe runs on one frame in
+    ``still_reuse + 1`` and the others reuse its landmarks.
+
     A covered face the whole frame misses is looked for closer (where it was, else the centre),
     further (a grey border), larger (small pictures) and in the windows of SCAN (a still: all of
     them; a stream: one a frame). A face reported twice is kept once, and a new face is kept only
     if a second look in place finds it again."""
 
     def __init__(self, model_path, max_faces: int = 1, landmark_filter: bool = True,
-                 min_cutoff: float = 1.5, beta: float = 0.08, second_look: bool = True):
+                 min_cutoff: float = 1.5, beta: float = 0.08, second_look: bool = True,
+                 still_reuse: int = 2, still_level: float = 1.0):
         self.model_path, self.max_faces = model_path, max_faces
         self.landmarker = FaceLandmarks(model_path, max_faces=max_faces, video=True)
         # Covered faces are easy to miss in a whole frame: a second look at a closer region
@@ -49,10 +53,21 @@ class TrackStage:
         self.min_cutoff, self.beta = min_cutoff, beta
         self._tracks: list[_Track] = []
         self._next_id = 0
+        # A still face is not looked at again every frame: while the picture around the faces is
+        # what it was when MediaPipe last found them (mean change of a small grey thumbnail below
+        # ``still_level``), their landmarks are reused, for at most ``still_reuse`` frames in a row.
+        self.still_reuse, self.still_level = still_reuse, still_level
+        self._key: tuple[np.ndarray, tuple[int, int, int, int], np.ndarray] | None = None
+        self._last_found: np.ndarray | None = None
+        self._reused = 0
 
     def __call__(self, frame: Frame) -> Frame:
         if frame.still:
             return self._still(frame)
+        if self._unchanged(frame.image):
+            self._reused += 1
+            frame.faces = self._associate(self._key[0], frame.time_ms / 1000.0)
+            return frame
         found = self.landmarker.detect(frame.image, int(frame.time_ms))
         if len(found) == 0 and self.second_look is not None:
             found = self._look_closer(frame.image)
@@ -70,8 +85,47 @@ class TrackStage:
             self._since_seen = 0
         else:
             self._since_seen += 1
+        self._keep_key(frame.image, found)
         frame.faces = self._associate(found, frame.time_ms / 1000.0)
         return frame
+
+    def _keep_key(self, image: np.ndarray, found: np.ndarray) -> None:
+        """Remember the faces MediaPipe found and the picture around them, for ``_unchanged``;
+        only once MediaPipe itself has settled (its last two answers within a pixel of each other:
+        a new track is refined over its first frames)."""
+        previous = self._key[0] if self._key is not None else self._last_found
+        self._last_found = found
+        self._reused = 0
+        self._key = None
+        if self.still_reuse <= 0 or len(found) == 0 or previous is None or previous.shape != found.shape:
+            return
+        if float(np.linalg.norm(previous - found, axis=2).mean()) > 1.0:
+            return
+        low, high = found.reshape(-1, 2).min(axis=0), found.reshape(-1, 2).max(axis=0)
+        margin = 0.25 * (high - low)
+        height, width = image.shape[:2]
+        x0, y0 = np.maximum(np.floor(low - margin), 0).astype(int)
+        x1, y1 = np.minimum(np.ceil(high + margin), (width, height)).astype(int)
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return
+        box = (int(x0), int(y0), int(x1), int(y1))
+        self._key = (found, box, self._thumbnail(image, box))
+
+    @staticmethod
+    def _thumbnail(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        grey = cv2.cvtColor(cv2.resize(image[y0:y1, x0:x1], (48, 48), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        return grey.astype(np.int16)
+
+    def _unchanged(self, image: np.ndarray) -> bool:
+        """True when the faces MediaPipe last found may be reused for this frame: fewer than
+        ``still_reuse`` reuses in a row, and the picture around them has not changed."""
+        if self._key is None or self._reused >= self.still_reuse:
+            return False
+        _, box, thumbnail = self._key
+        if box[2] > image.shape[1] or box[3] > image.shape[0]:
+            return False
+        return float(np.abs(self._thumbnail(image, box) - thumbnail).mean()) < self.still_level
 
     def _still(self, frame: Frame) -> Frame:
         found = self.still_landmarker.detect(frame.image)
