@@ -19,7 +19,7 @@ def bench(*args, timeout=600):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_bench_json_has_every_key(generator_onnx):
+def test_bench_json_has_every_key(generator_onnx, tmp_path):
     result = bench("--frames", "40", "--size", "640x480", "--json", "--engine", generator_onnx, "--face", face_files(1)[0])
     for key in ("end_to_end_fps", "tracking_only_fps", "ratio_to_tracking", "latency_ms", "stages_ms", "flicker",
                 "machine", "engine", "generator_alone_ms", "end_to_end_fps_by_part"):
@@ -34,6 +34,17 @@ def test_bench_json_has_every_key(generator_onnx):
     assert 0 < result["generator_alone_ms"]["median"] <= result["generator_alone_ms"]["p95"]
     assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1 and result["machine"]["gpu"]
     print(json.dumps(result))
+    # The README's table is made from such results.
+    saved = tmp_path / "result.json"
+    saved.write_text(json.dumps(result))
+    table = subprocess.run([sys.executable, "-m", "deocc_live.cli", "bench", "--table", str(saved), str(saved)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert f"**{result['end_to_end_fps']:.1f}**" in table.stdout and result["machine"]["cpu"] in table.stdout
+    assert table.stdout.count("|---|---|---|") == 1  # two columns
+    bad = subprocess.run([sys.executable, "-m", "deocc_live.cli", "bench", "--table", str(tmp_path / "none.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_short_soak_holds_memory_queues_and_threads(generator_onnx):

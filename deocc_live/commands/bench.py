@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     SETTINGS["soak"].add_to(parser)
     parser.add_argument("--soak-log", metavar="FILE", help="with --soak: write each once-a-second sample as a JSON line")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--table", nargs="+", metavar="JSON", help="print the README's Performance table (Markdown) "
+                        "from results saved with --json, one column each, and run nothing")
 
 
 def default_face() -> Path:
@@ -284,7 +286,48 @@ def soak(video: Path, engine, landmarker, seconds: float, max_faces: int = 1, lo
     }
 
 
+def markdown_table(results: list[dict]) -> str:
+    """The README's Performance table: one column per bench result."""
+    def column(result):
+        engine, stages = result["engine"], result["stages_ms"]
+        parts = result.get("end_to_end_fps_by_part", {})
+        return {
+            "": f"{result['frame_size']}, {engine['precision']} {engine['backend']} on {engine['device']}",
+            "end-to-end FPS (every frame processed)": f"**{result['end_to_end_fps']:.1f}**",
+            "... on the clip's still / moving part": " / ".join(f"{parts[k]:.1f}" for k in ("still", "moving") if k in parts),
+            "MediaPipe tracking alone, same frames (the floor)": f"{result['tracking_only_fps']:.1f}",
+            "ratio to tracking alone": f"{result['ratio_to_tracking']:.2f}",
+            "latency, capture to output, 30 FPS camera: median / p95 ms":
+                f"{result['latency_ms']['median']:.1f} / {result['latency_ms']['p95']:.1f}",
+            "stage medians, ms: track / generate / memory / blend": " / ".join(
+                f"{stages.get(k, {}).get('median', 0.0):.1f}" for k in ("track", "generate", "memory", "blend")),
+            "generator alone, one crop, median ms": f"{result['generator_alone_ms']['median']:.1f}",
+            "flicker on a still face, smoothed / unsmoothed":
+                f"{result['flicker']['smoothed']:.2f} / {result['flicker']['unsmoothed']:.2f}",
+        }
+    columns = [column(result) for result in results]
+    rows = list(columns[0])
+    lines = ["| " + " | ".join([rows[0], *(c[rows[0]] for c in columns)]) + " |",
+             "|---|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join([row, *(c[row] for c in columns)]) + " |" for row in rows[1:]]
+    machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores, GPU {r['machine'].get('gpu', 'none')}"
+                       for r in results})
+    lines += ["", "Machine: " + "; ".join(machines) + "."]
+    return "\n".join(lines)
+
+
 def run(args) -> int:
+    if args.table:
+        results = []
+        for path in args.table:
+            try:
+                results.append(json.loads(Path(path).read_text().strip().splitlines()[-1]))
+            except (OSError, ValueError, IndexError) as error:
+                raise ValueError(f"--table: cannot read a bench result from {path} ({error})") from None
+            if "end_to_end_fps" not in results[-1]:
+                raise ValueError(f"--table: {path} is not a `deocc-live bench --json` result")
+        print(markdown_table(results))
+        return 0
     from deocc_live.landmark_model import resolve
 
     landmarker = resolve(args.landmarker)
