@@ -228,8 +228,7 @@ class Pipeline:
                         self._report(f"generator failed, passing frames through: {error}")
                         frame.faces = []
             generated = now_ms()
-            if frame.enabled:
-                self.memory(frame)
+            self.memory(frame)  # with the effect off (nothing generated) its tracks are forgotten in time
             remembered = now_ms()
             self.smooth(frame)
             frame.timings["generate"] = generated - start

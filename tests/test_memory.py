@@ -114,8 +114,12 @@ def _face(parts, covered: bool, track_id=0, mouth_open=0.0, new=False) -> Face:
                 restored=np.full((128, 128, 3), 0.5, np.float32), new_track=new)
 
 
+_CLOCK = [0.0]
+
+
 def _frame(faces, still=False):
-    return Frame(image=np.zeros((4, 4, 3), np.uint8), index=0, time_ms=0.0, faces=faces, still=still)
+    _CLOCK[0] += 1000 / 30
+    return Frame(image=np.zeros((4, 4, 3), np.uint8), index=0, time_ms=_CLOCK[0], faces=faces, still=still)
 
 
 def test_a_remembered_face_fills_the_cover_and_the_switch_turns_it_off(face_parts):
@@ -155,7 +159,7 @@ def test_talking_and_a_new_mouth_fall_back_to_the_generator(face_parts):
 
 
 def test_memories_end_with_their_track_unless_it_comes_back_in_place(face_parts):
-    stage = FaceMemoryStage(LiveSettings(), keep_lost=3)
+    stage = FaceMemoryStage(LiveSettings(), keep_lost_ms=100)  # three frames
     for index in range(3):
         stage(_frame([_face(face_parts, False, track_id=0, new=index == 0)]))
     stage(_frame([]))
@@ -164,7 +168,7 @@ def test_memories_end_with_their_track_unless_it_comes_back_in_place(face_parts)
     assert face.memory > 0 and list(stage.notes()) == [1]
     for _ in range(5):
         stage(_frame([]))
-    assert not stage.notes()  # gone for longer than keep_lost: forgotten
+    assert not stage.notes()  # gone for longer than keep_lost_ms: forgotten
 
 
 def test_the_command_line_switch(tmp_path, covered_clip):

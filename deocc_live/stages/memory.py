@@ -34,7 +34,7 @@ class Memory:
     covered: float          # share of the lower face predicted covered then (less is better)
     points: np.ndarray      # (P, 2) POSE_POINTS in aligned crop pixels
     mouth: float            # inner-lip gap over the crop size
-    frame: int              # when it was seen
+    seen_ms: float          # when it was seen
 
 
 @dataclass
@@ -45,7 +45,7 @@ class _TrackMemory:
     mouths: deque = field(default_factory=lambda: deque(maxlen=15))  # recent mouth openings
     note: str = ""          # why the memory is or is not used now
     centre: np.ndarray | None = None
-    last_frame: int = 0
+    last_seen: float = 0.0  # ms
 
 
 class FaceMemoryStage:
@@ -55,7 +55,7 @@ class FaceMemoryStage:
     def __init__(self, settings: LiveSettings | None = None, slots: int = 4, fade_frames: int = 5,
                  uncovered_level: float = 0.15, covered_level: float = 0.02, steady: float = 0.01,
                  pose_limit: float = 0.035, mouth_limit: float = 0.12, talking: float = 0.04,
-                 agreement: float = 0.07, keep_lost: int = 30):
+                 agreement: float = 0.07, keep_lost_ms: float = 1000.0):
         self.settings = settings or LiveSettings()
         self.slots = slots                      # memories per track
         self.fade_step = 1.0 / max(fade_frames, 1)
@@ -66,16 +66,16 @@ class FaceMemoryStage:
         self.mouth_limit = mouth_limit          # mouth opening difference (crop widths) it may have
         self.talking = talking                  # back-and-forth of the mouth opening (crop widths, 15 frames) that means talking
         self.agreement = agreement              # median difference from the visible face around the cover
-        self.keep_lost = keep_lost              # frames a lost track's memories wait for it to come back
+        self.keep_lost_ms = keep_lost_ms        # how long a lost track's memories wait for it to come back
         self._tracks: dict[int, _TrackMemory] = {}
         self._regions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._frame = 0
+        self._now = 0.0  # the frame's time, ms
 
     def reset(self) -> None:
         self._tracks = {}
 
     def __call__(self, frame: Frame) -> Frame:
-        self._frame += 1
+        self._now = frame.time_ms
         if not self.settings.face_memory:
             self._tracks = {}  # off means forgotten, not paused
             return frame
@@ -89,7 +89,7 @@ class FaceMemoryStage:
             seen.add(face.track_id)
             self._step(face, state)
         for track_id in [t for t in self._tracks if t not in seen]:
-            if self._frame - self._tracks[track_id].last_frame > self.keep_lost:
+            if self._now - self._tracks[track_id].last_seen > self.keep_lost_ms:
                 del self._tracks[track_id]  # forgotten: the track ended
         return frame
 
@@ -103,7 +103,7 @@ class FaceMemoryStage:
         if state is None and face.new_track:
             # A track lost for a moment and found again in the same place: the same person.
             width = float(np.ptp(face.landmarks[:, 0])) or 1.0
-            lost = [(t, s) for t, s in self._tracks.items() if s.last_frame < self._frame and s.centre is not None
+            lost = [(t, s) for t, s in self._tracks.items() if s.last_seen < self._now and s.centre is not None
                     and np.linalg.norm(s.centre - centre) < 0.5 * width]
             if lost:
                 track_id, state = min(lost, key=lambda item: np.linalg.norm(item[1].centre - centre))
@@ -111,7 +111,7 @@ class FaceMemoryStage:
         if state is None:
             state = _TrackMemory()
         self._tracks[face.track_id] = state
-        state.centre, state.last_frame = centre, self._frame
+        state.centre, state.last_seen = centre, self._now
         return state
 
     def _regions_for(self, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +162,7 @@ class FaceMemoryStage:
         # Where the face was seen: not predicted covered, with a margin for rims the mask missed.
         seen = (face.occlusion < 0.1).astype(np.uint8)
         valid = cv2.GaussianBlur(cv2.erode(seen, self._kernel(size)).astype(np.float32), (0, 0), 0.02 * size)
-        memory = Memory(face.crop.astype(np.float32) * (1 / 255), valid, lower_covered, points, mouth, self._frame)
+        memory = Memory(face.crop.astype(np.float32) * (1 / 255), valid, lower_covered, points, mouth, self._now)
         if state.memories:
             distances = [self._distance(m, points, mouth, size) for m in state.memories]
             nearest = int(np.argmin(distances))
