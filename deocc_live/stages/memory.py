@@ -215,12 +215,17 @@ class FaceMemoryStage:
         visible = ((face.occlusion < 0.1) & self._regions_for(size)[0]).astype(np.float32) * (valid > 0.5)
         if visible.mean() < 0.05:
             return None, "too little visible"
-        # Light: a smooth per-channel gain, current over remembered, read where the face is visible.
-        sigma = 0.15 * size
-        weight = cv2.GaussianBlur(visible, (0, 0), sigma) + 1e-4
-        now = cv2.GaussianBlur(current * visible[..., None], (0, 0), sigma) / weight[..., None]
-        then = cv2.GaussianBlur(warped * visible[..., None], (0, 0), sigma) / weight[..., None]
-        lit = np.clip(warped * np.clip((now + 1e-3) / (then + 1e-3), 0.5, 2.0), 0, 1)
+        # Light: a smooth per-channel gain, current over remembered, read where the face is visible
+        # (a normalised blur, at a quarter of the size: the gain has no detail to lose).
+        small = (size // 4, size // 4)
+        weight = cv2.resize(visible, small, interpolation=cv2.INTER_AREA)
+        now = cv2.resize(current * visible[..., None], small, interpolation=cv2.INTER_AREA)
+        then = cv2.resize(warped * visible[..., None], small, interpolation=cv2.INTER_AREA)
+        sigma = 0.15 * small[0]
+        weight = cv2.GaussianBlur(weight, (0, 0), sigma)[..., None] + 1e-4
+        gain = (cv2.GaussianBlur(now, (0, 0), sigma) / weight + 1e-3) / (cv2.GaussianBlur(then, (0, 0), sigma) / weight + 1e-3)
+        gain = cv2.resize(np.clip(gain, 0.5, 2.0), (size, size), interpolation=cv2.INTER_LINEAR)
+        lit = np.clip(warped * gain, 0, 1)
         # Agreement where the face is visible just around the cover (the median: a rim the mask
         # missed must not decide it).
         ring = cv2.dilate(covered.astype(np.uint8), self._kernel(size * 2)).astype(bool) & (visible > 0)
