@@ -113,6 +113,8 @@ def test_settings_are_remembered(qtbot, tmp_path, clip, generator_onnx):
     first.smoothing_slider.setValue(42)
     first.view_picker.setCurrentText("Side by side")
     assert first.memory_check.isChecked() and first.controller.settings.face_memory
+    first.show()
+    qtbot.waitExposed(first)
     qtbot.mouseClick(first.memory_check, Qt.MouseButton.LeftButton)  # the real box, clicked
     assert not first.controller.settings.face_memory
     first.close()
