@@ -189,3 +189,18 @@ def test_the_command_line_switch(tmp_path, covered_clip):
     help_text = subprocess.run([sys.executable, "-m", "deocc_live.cli", "--help"], cwd=ROOT, capture_output=True,
                                text=True).stdout
     assert "--no-face-memory" in help_text
+
+
+def test_memory_eval_reports_the_gain_per_kind_and_motion(tmp_path):
+    from trainer.configs import MemoryEvalConfig
+    from trainer.memory_eval import KINDS, MOTIONS, run
+    from media import DATA
+
+    report = run(MemoryEvalConfig(model=str(SHIPPED), data=str(DATA), out=str(tmp_path), per_kind=1, length=40))
+    assert set(report["by_kind"]) == set(KINDS) and set(report["by_motion"]) == set(MOTIONS)
+    still = report["by_motion"]["still"]
+    print(report["markdown"])
+    assert still["clips"] == len(KINDS) and still["with"]["frames"] > 20
+    assert still["gain_db"] > 0.5  # the memory puts back more of the face than the generator alone
+    assert (tmp_path / "memory.json").is_file() and (tmp_path / "memory_strip.jpg").stat().st_size > 10_000
+    assert "| hand (still) (1) |" in (tmp_path / "memory.md").read_text()

@@ -135,6 +135,8 @@ def run(config) -> dict:
     banks = {subset: OccluderBank.load(data / "occluders", subset) for subset in ("train", "held_out")}
     banks.update(cup=cutouts(data / "occluders", "cups"))
     faces = split_faces(data / "faces", config.split)
+    if not faces:
+        raise FileNotFoundError(f"no {config.split}-split faces under {data / 'faces'}")
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(faces))
     plans = [(kind, "still") for kind in KINDS for _ in range(config.per_kind)]
