@@ -10,6 +10,7 @@ import threading
 import time
 from collections import deque
 
+import cv2
 import numpy as np
 
 from deocc_live.stages.align import AlignStage
@@ -228,7 +229,11 @@ class Pipeline:
                         self._report(f"generator failed, passing frames through: {error}")
                         frame.faces = []
             generated = now_ms()
-            self.memory(frame)  # with the effect off (nothing generated) its tracks are forgotten in time
+            try:  # with the effect off (nothing generated) its tracks are forgotten in time
+                self.memory(frame)
+            except (cv2.error, ValueError, np.linalg.LinAlgError) as error:  # the generator's faces stay
+                self.memory.reset()
+                self._report(f"face memory failed, restoring without it: {error}")
             remembered = now_ms()
             self.smooth(frame)
             frame.timings["generate"] = generated - start

@@ -85,6 +85,7 @@ class TorchEngine(Engine):
         count = batch.shape[0]
         graph = self._graph_for(count)
         np.copyto(self._host_in[:count].numpy(), batch)
+        self._stream.wait_stream(torch.cuda.current_stream(self._device))  # nothing pending elsewhere is read early
         with torch.inference_mode(), torch.cuda.stream(self._stream):
             self._device_in[:count].copy_(self._host_in[:count], non_blocking=True)
             if graph is None:
@@ -116,6 +117,8 @@ class TorchEngine(Engine):
         torch = self._torch
         static_in = self._device_in[:count]
         try:
+            # The weights and buffers were made on the default stream: our stream waits for them.
+            self._stream.wait_stream(torch.cuda.current_stream(self._device))
             with torch.inference_mode(), torch.cuda.stream(self._stream):
                 for _ in range(GRAPH_WARMUP):
                     self._forward(static_in)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from media import face_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +44,27 @@ def test_bench_json_has_every_key(generator_onnx, tmp_path):
     assert table.returncode == 0, table.stderr
     assert f"**{result['end_to_end_fps']:.1f}**" in table.stdout and result["machine"]["cpu"] in table.stdout
     assert table.stdout.count("|---|---|---|") == 1  # two columns
-    bad = subprocess.run([sys.executable, "-m", "deocc_live.cli", "bench", "--table", str(tmp_path / "none.json")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({key: value for key, value in result.items() if key != "generator_alone_ms"}))
+    for wrong in (tmp_path / "none.json", partial):
+        bad = subprocess.run([sys.executable, "-m", "deocc_live.cli", "bench", "--table", str(wrong)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_bench_recorder_keeps_a_face_half_outside_the_frame():
+    from deocc_live.commands.bench import Recorder, flicker
+    from deocc_live.frame import Face, Frame
+
+    recorder = Recorder(keep_region=5)
+    landmarks = np.random.default_rng(0).uniform([500, 300], [760, 560], (478, 2)).astype(np.float32)
+    for index in range(5):  # the face's lower half is below a 640x480 frame
+        image = np.full((480, 640, 3), index, np.uint8)
+        recorder(Frame(image=image, index=index, time_ms=0.0, output=image,
+                       faces=[Face(track_id=0, landmarks=landmarks)]))
+    x0, y0, x1, y1 = recorder.box
+    assert x1 <= 640 and y1 <= 480 and len(recorder.regions) == 5
+    assert flicker(recorder) == 1.0  # each frame one level above the last
 
 
 def test_short_soak_holds_memory_queues_and_threads(generator_onnx):

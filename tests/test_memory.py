@@ -171,6 +171,21 @@ def test_memories_end_with_their_track_unless_it_comes_back_in_place(face_parts)
     assert not stage.notes()  # gone for longer than keep_lost_ms: forgotten
 
 
+def test_another_person_in_the_same_place_does_not_get_the_memory(face_parts):
+    picture, _ = place_face(cv2.imread(str(face_files(5)[4])), (640, 480), scale=1.5)
+    with FaceLandmarks(LANDMARKER) as finder:
+        landmarks = finder.detect(picture)[0]
+    other = (picture, landmarks, crop_matrix(landmarks, 128))
+    stage = FaceMemoryStage(LiveSettings())
+    for index in range(3):
+        stage(_frame([_face(face_parts, False, track_id=0, new=index == 0)]))
+    stage(_frame([]))
+    face = _face(other, True, track_id=1, new=True)  # someone else, where the first one was
+    assert np.linalg.norm(face.landmarks.mean(axis=0) - face_parts[1].mean(axis=0)) < 0.5 * np.ptp(face_parts[1][:, 0])
+    stage(_frame([face]))
+    assert face.memory == 0 and stage.notes()[1] == "nothing remembered"
+
+
 def test_the_command_line_switch(tmp_path, covered_clip):
     from media import read_video, write_video
 

@@ -124,9 +124,10 @@ class Recorder:
         if len(self.records) > self.keep_region or not landmarks:
             return
         if self.box is None:
+            height, width = frame.output.shape[:2]
             outline = landmarks[0][LOWER_FACE_OUTLINE].astype(np.int32)
-            x0, y0 = np.maximum(outline.min(axis=0), 0)
-            x1, y1 = outline.max(axis=0) + 1
+            x0, y0 = np.clip(outline.min(axis=0), 0, (width - 1, height - 1))
+            x1, y1 = np.clip(outline.max(axis=0) + 1, (x0 + 1, y0 + 1), (width, height))  # inside the frame
             self.box = (int(x0), int(y0), int(x1), int(y1))
             region = np.zeros((y1 - y0, x1 - x0), np.uint8)
             cv2.fillPoly(region, [outline - (x0, y0)], 1)
@@ -324,8 +325,10 @@ def run(args) -> int:
                 results.append(json.loads(Path(path).read_text().strip().splitlines()[-1]))
             except (OSError, ValueError, IndexError) as error:
                 raise ValueError(f"--table: cannot read a bench result from {path} ({error})") from None
-            if "end_to_end_fps" not in results[-1]:
-                raise ValueError(f"--table: {path} is not a `deocc-live bench --json` result")
+            needed = ("end_to_end_fps", "tracking_only_fps", "ratio_to_tracking", "latency_ms", "stages_ms",
+                      "generator_alone_ms", "flicker", "engine", "machine", "frame_size")
+            if not isinstance(results[-1], dict) or any(key not in results[-1] for key in needed):
+                raise ValueError(f"--table: {path} is not a `deocc-live bench --json` result of this version")
         print(markdown_table(results))
         return 0
     from deocc_live.landmark_model import resolve

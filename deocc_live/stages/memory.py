@@ -41,7 +41,7 @@ class Memory:
 class _TrackMemory:
     memories: list[Memory] = field(default_factory=list)
     weight: float = 0.0     # how much of the restored face comes from memory now (fades)
-    last: tuple[np.ndarray, np.ndarray] | None = None  # the last fitted face and its valid map
+    last: Memory | None = None  # the memory last used (a fade-out fits it to the current frame)
     mouths: deque = field(default_factory=lambda: deque(maxlen=15))  # recent mouth openings
     note: str = ""          # why the memory is or is not used now
     centre: np.ndarray | None = None
@@ -70,22 +70,27 @@ class FaceMemoryStage:
         self._tracks: dict[int, _TrackMemory] = {}
         self._regions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._now = 0.0  # the frame's time, ms
+        self._forget = False
 
     def reset(self) -> None:
-        self._tracks = {}
+        """Forget everything, from any thread: the stage's own thread does it on its next frame."""
+        self._forget = True
 
     def __call__(self, frame: Frame) -> Frame:
         self._now = frame.time_ms
+        if self._forget:
+            self._tracks, self._forget = {}, False
         if not self.settings.face_memory:
             self._tracks = {}  # off means forgotten, not paused
             return frame
         if frame.still:
             return frame  # a picture on its own has no past
         seen = set()
+        present = {face.track_id for face in frame.faces}
         for face in frame.faces:
             if face.restored is None or face.crop is None or face.matrix is None:
                 continue
-            state = self._state_for(face)
+            state = self._state_for(face, present)
             seen.add(face.track_id)
             self._step(face, state)
         for track_id in [t for t in self._tracks if t not in seen]:
@@ -97,22 +102,34 @@ class FaceMemoryStage:
         """Per track: why its memory is or is not in use on the last frame."""
         return {track_id: state.note for track_id, state in self._tracks.items()}
 
-    def _state_for(self, face: Face) -> _TrackMemory:
+    def _state_for(self, face: Face, present: set) -> _TrackMemory:
         centre = face.landmarks.mean(axis=0)
         state = self._tracks.get(face.track_id)
         if state is None and face.new_track:
-            # A track lost for a moment and found again in the same place: the same person.
+            # A track lost for a moment and found again in the same place, with the same eyes and
+            # brows as its memory: the same person (another one sitting down there is not).
             width = float(np.ptp(face.landmarks[:, 0])) or 1.0
-            lost = [(t, s) for t, s in self._tracks.items() if s.last_seen < self._now and s.centre is not None
-                    and np.linalg.norm(s.centre - centre) < 0.5 * width]
+            lost = [(t, s) for t, s in self._tracks.items() if t not in present and s.centre is not None
+                    and s.memories and np.linalg.norm(s.centre - centre) < 0.5 * width]
             if lost:
-                track_id, state = min(lost, key=lambda item: np.linalg.norm(item[1].centre - centre))
-                del self._tracks[track_id]
+                track_id, candidate = min(lost, key=lambda item: np.linalg.norm(item[1].centre - centre))
+                if self._same_upper_face(face, candidate.memories[-1]):
+                    state = self._tracks.pop(track_id)
         if state is None:
             state = _TrackMemory()
         self._tracks[face.track_id] = state
         state.centre, state.last_seen = centre, self._now
         return state
+
+    def _same_upper_face(self, face: Face, memory: Memory) -> bool:
+        """The band of the eyes and brows of ``face`` looks like the memory's (median difference
+        of the aligned pixels, after their mean colours are matched)."""
+        size = face.crop.shape[0]
+        band = slice(int(0.22 * size), int(0.48 * size)), slice(int(0.2 * size), int(0.8 * size))
+        now = face.crop[band].astype(np.float32) * (1 / 255)
+        then = memory.crop[band]
+        difference = np.abs((now - now.mean(axis=(0, 1))) - (then - then.mean(axis=(0, 1)))).max(axis=2)
+        return float(np.median(difference)) < self.agreement
 
     def _regions_for(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(face, lower face) boolean regions of the aligned crop."""
@@ -144,12 +161,14 @@ class FaceMemoryStage:
         else:
             recalled, state.note = self._recall(face, state, points, mouth, covered)
             target = 1.0 if recalled is not None else 0.0
-        # Fade towards the target over a few frames; while fading out, the last fitted face is used.
+        # Fade towards the target over a few frames; while fading out, the memory last used is
+        # fitted to this frame (no stale pose shows).
         state.weight = float(np.clip(state.weight + np.clip(target - state.weight, -self.fade_step, self.fade_step), 0, 1))
         if recalled is not None:
-            state.last = recalled
+            state.last, (lit, valid) = recalled
+        elif state.weight > 0 and state.last is not None:
+            lit, valid, _visible = self._fit(face, state.last, points)
         if state.weight > 0 and state.last is not None:
-            lit, valid = state.last
             share = (state.weight * valid)[..., None]
             face.restored = (share * lit + (1 - share) * face.restored).astype(np.float32)
         else:
@@ -195,7 +214,7 @@ class FaceMemoryStage:
         return float(np.linalg.norm(memory.points - points, axis=1).mean()) / size + abs(memory.mouth - mouth)
 
     def _recall(self, face: Face, state: _TrackMemory, points, mouth, covered):
-        """((the remembered face fitted to this frame, where it is valid), note), or (None, the
+        """((the memory, (it fitted to this frame, where it is valid)), note), or (None, the
         reason) when none fits: the pose, the mouth, talking, or what is visible around the cover
         disagrees with it."""
         size = face.crop.shape[0]
@@ -208,13 +227,29 @@ class FaceMemoryStage:
         talking = self._talking(state.mouths)
         if talking > self.talking:
             return None, f"talking {talking:.3f}"
+        lit, valid, visible = self._fit(face, memory, points)
+        if visible.mean() < 0.05:
+            return None, "too little visible"
+        # Agreement where the face is visible just around the cover (the median: a rim the mask
+        # missed must not decide it).
+        current = face.crop.astype(np.float32) * (1 / 255)
+        ring = cv2.dilate(covered.astype(np.uint8), self._kernel(size * 2)).astype(bool) & (visible > 0)
+        if ring.sum() < 0.01 * size * size:
+            return None, "no visible face around the cover"
+        error = float(np.median(np.abs(lit[ring] - current[ring]).max(axis=1)))
+        if error > self.agreement:
+            return None, f"disagrees ({error:.3f})"
+        return (memory, (lit, valid)), f"used (pose {pose:.3f}, difference {error:.3f})"
+
+    def _fit(self, face: Face, memory: Memory, points: np.ndarray):
+        """(the memory warped to this frame's landmarks and lit like it, where it is valid, where
+        the face is visible now)."""
+        size = face.crop.shape[0]
         matrix = align.similarity(memory.points, points)
         warped = cv2.warpAffine(memory.crop, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         valid = cv2.warpAffine(memory.valid, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         current = face.crop.astype(np.float32) * (1 / 255)
         visible = ((face.occlusion < 0.1) & self._regions_for(size)[0]).astype(np.float32) * (valid > 0.5)
-        if visible.mean() < 0.05:
-            return None, "too little visible"
         # Light: a smooth per-channel gain, current over remembered, read where the face is visible
         # (a normalised blur, at a quarter of the size: the gain has no detail to lose).
         small = (size // 4, size // 4)
@@ -225,13 +260,5 @@ class FaceMemoryStage:
         weight = cv2.GaussianBlur(weight, (0, 0), sigma)[..., None] + 1e-4
         gain = (cv2.GaussianBlur(now, (0, 0), sigma) / weight + 1e-3) / (cv2.GaussianBlur(then, (0, 0), sigma) / weight + 1e-3)
         gain = cv2.resize(np.clip(gain, 0.5, 2.0), (size, size), interpolation=cv2.INTER_LINEAR)
-        lit = np.clip(warped * gain, 0, 1)
-        # Agreement where the face is visible just around the cover (the median: a rim the mask
-        # missed must not decide it).
-        ring = cv2.dilate(covered.astype(np.uint8), self._kernel(size * 2)).astype(bool) & (visible > 0)
-        if ring.sum() < 0.01 * size * size:
-            return None, "no visible face around the cover"
-        error = float(np.median(np.abs(lit[ring] - current[ring]).max(axis=1)))
-        if error > self.agreement:
-            return None, f"disagrees ({error:.3f})"
-        return (lit.astype(np.float32), valid), f"used (pose {pose:.3f}, difference {error:.3f})"
+        lit = np.clip(warped * gain, 0, 1).astype(np.float32)
+        return lit, valid, visible
