@@ -87,3 +87,41 @@ def test_the_generator_runs_again_as_soon_as_the_crop_changes(generator_onnx):
     # Still (once the new track's landmarks have settled): at most one frame in three.
     assert ran[0] and sum(ran[6:16]) <= 4
     assert all(ran[16:])  # the bar moves: every frame generated
+
+
+def test_a_face_covered_up_to_its_eyes_is_held_while_its_eyes_stay_and_let_go_when_they_go():
+    """Face 0 of the test faces, everything but the band of its eyes and brows covered: MediaPipe
+    (and every second look) stops finding it on this machine. The tracker holds it where it was,
+    on the same track, and lets it go on the first frame its eyes are gone too."""
+    import cv2
+
+    from deocc_live.landmarks import FaceLandmarks
+    from deocc_live.stages.track import EYE_BAND
+    from media import place_face
+
+    picture, _ = place_face(cv2.imread(str(face_files(1)[0])), (640, 480), scale=1.5)
+    with FaceLandmarks(LANDMARKER) as finder:
+        landmarks = finder.detect(picture)[0]
+    band = landmarks[list(EYE_BAND)]
+    top, bottom = int(band[:, 1].min()) - 12, int(band[:, 1].max()) + 12
+    x0, x1 = int(landmarks[:, 0].min()) - 30, int(landmarks[:, 0].max()) + 30
+    covered = picture.copy()
+    covered[max(int(landmarks[:, 1].min()) - 60, 0):top, x0:x1] = (70, 90, 120)
+    covered[bottom:int(landmarks[:, 1].max()) + 40, x0:x1] = (70, 90, 120)
+    gone = covered.copy()
+    gone[top:bottom, x0:x1] = (70, 90, 120)
+    frames = [picture] * 10 + [covered] * 20 + [gone] * 5
+
+    def run(hold_level):
+        stage = TrackStage(LANDMARKER, hold_level=hold_level)
+        faces = [stage(Frame(image=image, index=i, time_ms=i * 33.3)).faces for i, image in enumerate(frames)]
+        stage.close()
+        return faces
+
+    unheld = run(0.0)
+    print("without the hold, faces found:", "".join(str(len(f)) for f in unheld))
+    assert sum(len(f) == 0 for f in unheld[10:30]) >= 10, "MediaPipe now finds this face: pick a harder cover"
+    held = run(3.0)
+    assert all(len(f) == 1 for f in held[:30])
+    assert len({f[0].track_id for f in held[:30]}) == 1  # one track throughout: its memory goes on
+    assert all(len(f) == 0 for f in held[31:])  # the eyes are gone: so is the face

@@ -24,6 +24,10 @@ class _Track:
 # masked faces missed at 720p (validation split), some window found each of them.
 SCAN = tuple((side, fx, fy) for side in (0.8, 0.5, 0.65) for fy in (0.5, 0.3, 0.7) for fx in (0.5, 0.25, 0.75))
 
+# Eye corners, brows and the nose bridge: what a mask, a hand at the chin, a cup or a microphone
+# leave visible. While they have not changed, a face MediaPipe stops finding is still there.
+EYE_BAND = (33, 133, 362, 263, 70, 105, 107, 336, 334, 300, 168, 6)
+
 
 class TrackStage:
     """Frame in, frame with ``faces`` (id, smoothed landmarks, motion) out. A stream is tracked
@@ -31,7 +35,8 @@ class TrackStage:
     and neither reads nor changes the stream's state.
 
     While the picture around the faces does not change, MediaPipe runs on one frame in
-    ``still_reuse + 1`` and the others reuse its landmarks.
+    ``still_reuse + 1`` and the others reuse its landmarks. A face MediaPipe stops finding (a
+    cover came) is held where it was while the band of its eyes and brows does not change.
 
     A covered face the whole frame misses is looked for closer (where it was, else the centre),
     further (a grey border), larger (small pictures) and in the windows of SCAN (a still: all of
@@ -40,7 +45,7 @@ class TrackStage:
 
     def __init__(self, model_path, max_faces: int = 1, landmark_filter: bool = True,
                  min_cutoff: float = 1.5, beta: float = 0.08, second_look: bool = True,
-                 still_reuse: int = 2, still_level: float = 1.0):
+                 still_reuse: int = 2, still_level: float = 1.0, hold_level: float = 3.0):
         self.model_path, self.max_faces = model_path, max_faces
         self.landmarker = FaceLandmarks(model_path, max_faces=max_faces, video=True)
         # Covered faces are easy to miss in a whole frame: a second look at a closer region
@@ -60,6 +65,9 @@ class TrackStage:
         self._key: tuple[np.ndarray, tuple[int, int, int, int], np.ndarray] | None = None
         self._last_found: np.ndarray | None = None
         self._reused = 0
+        # The faces last found and their eyes' band, held while MediaPipe misses them under a cover.
+        self.hold_level = hold_level
+        self._hold: tuple[np.ndarray, tuple[int, int, int, int], np.ndarray] | None = None
 
     def __call__(self, frame: Frame) -> Frame:
         if frame.still:
@@ -69,6 +77,9 @@ class TrackStage:
             frame.faces = self._associate(self._key[0], frame.time_ms / 1000.0)
             return frame
         found = self.landmarker.detect(frame.image, int(frame.time_ms))
+        held = len(found) == 0 and self._still_there(frame.image)
+        if held:
+            found = self._hold[0]  # covered where MediaPipe looks, unchanged around the eyes
         if len(found) == 0 and self.second_look is not None:
             found = self._look_closer(frame.image)
             if len(found) == 0 and (self._since_seen < 60 or self._since_seen % 5 == 0):
@@ -86,8 +97,31 @@ class TrackStage:
         else:
             self._since_seen += 1
         self._keep_key(frame.image, found)
+        if not held:
+            self._keep_hold(frame.image, found)
         frame.faces = self._associate(found, frame.time_ms / 1000.0)
         return frame
+
+    def _eye_band(self, found: np.ndarray, shape) -> tuple[int, int, int, int] | None:
+        band = found[:, list(EYE_BAND)].reshape(-1, 2)
+        low, high = band.min(axis=0), band.max(axis=0)
+        margin = 0.3 * (high - low)
+        x0, y0 = np.maximum(np.floor(low - margin), 0).astype(int)
+        x1, y1 = np.minimum(np.ceil(high + margin), (shape[1], shape[0])).astype(int)
+        return (int(x0), int(y0), int(x1), int(y1)) if x1 - x0 >= 16 and y1 - y0 >= 8 else None
+
+    def _keep_hold(self, image: np.ndarray, found: np.ndarray) -> None:
+        box = self._eye_band(found, image.shape) if len(found) else None
+        self._hold = (found, box, self._thumbnail(image, box)) if box is not None else None
+
+    def _still_there(self, image: np.ndarray) -> bool:
+        """The faces last found may be held: the band of their eyes is as it was then."""
+        if self._hold is None:
+            return False
+        _, box, thumbnail = self._hold
+        if box[2] > image.shape[1] or box[3] > image.shape[0]:
+            return False
+        return float(np.abs(self._thumbnail(image, box) - thumbnail).mean()) < self.hold_level
 
     def _keep_key(self, image: np.ndarray, found: np.ndarray) -> None:
         """Remember the faces MediaPipe found and the picture around them, for ``_unchanged``;
