@@ -102,26 +102,23 @@ class TrackStage:
         frame.faces = self._associate(found, frame.time_ms / 1000.0)
         return frame
 
-    def _eye_band(self, found: np.ndarray, shape) -> tuple[int, int, int, int] | None:
-        band = found[:, list(EYE_BAND)].reshape(-1, 2)
-        low, high = band.min(axis=0), band.max(axis=0)
-        margin = 0.3 * (high - low)
-        x0, y0 = np.maximum(np.floor(low - margin), 0).astype(int)
-        x1, y1 = np.minimum(np.ceil(high + margin), (shape[1], shape[0])).astype(int)
-        return (int(x0), int(y0), int(x1), int(y1)) if x1 - x0 >= 16 and y1 - y0 >= 8 else None
+    @staticmethod
+    def _box_around(points: np.ndarray, shape, margin: float, least: tuple[int, int]):
+        """The box (x0, y0, x1, y1) around points, ``margin`` of its size out, inside the picture;
+        None when smaller than ``least`` (width, height)."""
+        low, high = points.min(axis=0), points.max(axis=0)
+        pad = margin * (high - low)
+        x0, y0 = np.maximum(np.floor(low - pad), 0).astype(int)
+        x1, y1 = np.minimum(np.ceil(high + pad), (shape[1], shape[0])).astype(int)
+        return (int(x0), int(y0), int(x1), int(y1)) if x1 - x0 >= least[0] and y1 - y0 >= least[1] else None
 
     def _keep_hold(self, image: np.ndarray, found: np.ndarray) -> None:
-        box = self._eye_band(found, image.shape) if len(found) else None
+        box = self._box_around(found[:, list(EYE_BAND)].reshape(-1, 2), image.shape, 0.3, (16, 8)) if len(found) else None
         self._hold = (found, box, self._thumbnail(image, box)) if box is not None else None
 
     def _still_there(self, image: np.ndarray) -> bool:
         """The faces last found may be held: the band of their eyes is as it was then."""
-        if self._hold is None:
-            return False
-        _, box, thumbnail = self._hold
-        if box[2] > image.shape[1] or box[3] > image.shape[0]:
-            return False
-        return float(np.abs(self._thumbnail(image, box) - thumbnail).mean()) < self.hold_level
+        return self._hold is not None and self._looks_the_same(image, self._hold, self.hold_level)
 
     def _keep_key(self, image: np.ndarray, found: np.ndarray) -> None:
         """Remember the faces MediaPipe found and the picture around them, for ``_unchanged``;
@@ -135,15 +132,9 @@ class TrackStage:
             return
         if float(np.linalg.norm(previous - found, axis=2).mean()) > 1.0:
             return
-        low, high = found.reshape(-1, 2).min(axis=0), found.reshape(-1, 2).max(axis=0)
-        margin = 0.25 * (high - low)
-        height, width = image.shape[:2]
-        x0, y0 = np.maximum(np.floor(low - margin), 0).astype(int)
-        x1, y1 = np.minimum(np.ceil(high + margin), (width, height)).astype(int)
-        if x1 - x0 < 16 or y1 - y0 < 16:
-            return
-        box = (int(x0), int(y0), int(x1), int(y1))
-        self._key = (found, box, self._thumbnail(image, box))
+        box = self._box_around(found.reshape(-1, 2), image.shape, 0.25, (16, 16))
+        if box is not None:
+            self._key = (found, box, self._thumbnail(image, box))
 
     @staticmethod
     def _thumbnail(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -156,10 +147,15 @@ class TrackStage:
         ``still_reuse`` reuses in a row, and the picture around them has not changed."""
         if self._key is None or self._reused >= self.still_reuse:
             return False
-        _, box, thumbnail = self._key
+        return self._looks_the_same(image, self._key, self.still_level)
+
+    def _looks_the_same(self, image: np.ndarray, key, level: float) -> bool:
+        """The box of ``key`` (found, box, thumbnail) in ``image`` differs from its thumbnail by
+        less than ``level`` grey levels on average."""
+        _, box, thumbnail = key
         if box[2] > image.shape[1] or box[3] > image.shape[0]:
             return False
-        return float(np.abs(self._thumbnail(image, box) - thumbnail).mean()) < self.still_level
+        return float(np.abs(self._thumbnail(image, box) - thumbnail).mean()) < level
 
     def _still(self, frame: Frame) -> Frame:
         found = self.still_landmarker.detect(frame.image)
