@@ -53,7 +53,7 @@ class FaceMemoryStage:
     ``face.memory`` set to the share that came from memory (0 to 1)."""
 
     def __init__(self, settings: LiveSettings | None = None, slots: int = 4, fade_frames: int = 5,
-                 uncovered_level: float = 0.15, covered_level: float = 0.02, steady: float = 0.01,
+                 uncovered_level: float = 0.3, covered_level: float = 0.02, steady: float = 0.01,
                  pose_limit: float = 0.035, mouth_limit: float = 0.12, talking: float = 0.04,
                  agreement: float = 0.07, keep_lost_ms: float = 1000.0):
         self.settings = settings or LiveSettings()
