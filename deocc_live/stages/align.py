@@ -85,10 +85,13 @@ def warp_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-def crop_box(inverse: np.ndarray, size: int, frame_shape: tuple[int, ...], margin: int = 2):
-    """The frame's integer box (x0, y0, x1, y1) covering the crop's footprint, clipped to the
-    frame; None when the footprint lies outside it."""
-    corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], dtype=np.float64)
+def crop_box(inverse: np.ndarray, size: int, frame_shape: tuple[int, ...], margin: int = 2,
+             part: tuple[float, float, float, float] | None = None):
+    """The frame's integer box (x0, y0, x1, y1) covering the footprint of the crop (or of its
+    ``part``, a rectangle (left, top, right, bottom) in crop pixels), ``margin`` pixels out,
+    clipped to the frame; None when the footprint lies outside it."""
+    left, top, right, bottom = part if part is not None else (0, 0, size, size)
+    corners = np.array([[left, top], [right, top], [right, bottom], [left, bottom]], dtype=np.float64)
     frame_corners = transform_points(inverse, corners)
     height, width = frame_shape[:2]
     x0 = max(int(np.floor(frame_corners[:, 0].min())) - margin, 0)
@@ -98,6 +101,13 @@ def crop_box(inverse: np.ndarray, size: int, frame_shape: tuple[int, ...], margi
     if x1 <= x0 or y1 <= y0:
         return None
     return x0, y0, x1, y1
+
+
+def thumbnail(image: np.ndarray, side: int) -> np.ndarray:
+    """A small grey summary of a picture (``side`` pixels square, int16) for telling whether it
+    changed: sensor noise averages out, a moving face or hand does not."""
+    small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.int16)
 
 
 class AlignStage:

@@ -78,24 +78,12 @@ class BlendStage:
         # Each covered part of the crop (a mask, and a speck at the hairline) has its own small
         # footprint in the frame: only those are warped and blended (overlapping ones as one).
         count, _, stats, _ = cv2.connectedComponentsWithStats((alpha8 > 0).view(np.uint8), connectivity=8)
-        boxes = [box for box in (self._footprint(face.inverse, part, frame.image.shape) for part in stats[1:count])
-                 if box is not None]
+        # A part's box, one crop pixel out on each side (the reach of bilinear interpolation).
+        parts = [(left - 1, top - 1, left + width, top + height) for left, top, width, height, _ in stats[1:count]]
+        boxes = [box for box in (align.crop_box(face.inverse, mask.shape[0], frame.image.shape, 1, part)
+                                 for part in parts) if box is not None]
         for box in _merged(boxes):
             self._blend_box(frame, face.inverse, colour8, alpha8, box)
-
-    @staticmethod
-    def _footprint(inverse: np.ndarray, part, shape) -> tuple[int, int, int, int] | None:
-        """The frame box (x0, y0, x1, y1) a crop part (left, top, width, height) lands in,
-        reaching one crop pixel further (bilinear reach), clipped to the frame."""
-        left, top, width, height = part[:4]
-        right, bottom = left + width, top + height
-        corners = np.array([[left - 1, top - 1], [right, top - 1], [right, bottom], [left - 1, bottom]], np.float64)
-        footprint = align.transform_points(inverse, corners)
-        x0 = max(int(np.floor(footprint[:, 0].min())), 0)
-        y0 = max(int(np.floor(footprint[:, 1].min())), 0)
-        x1 = min(int(np.ceil(footprint[:, 0].max())) + 1, shape[1])
-        y1 = min(int(np.ceil(footprint[:, 1].max())) + 1, shape[0])
-        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
     @staticmethod
     def _blend_box(frame: Frame, inverse: np.ndarray, colour8: np.ndarray, alpha8: np.ndarray, box) -> None:

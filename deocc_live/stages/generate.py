@@ -1,10 +1,10 @@
 """Generate stage: every face's aligned crop through the engine in one batch."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from deocc_live.frame import Frame
+from deocc_live.stages.align import thumbnail
 
 
 def crops_to_batch(crops: list[np.ndarray]) -> np.ndarray:
@@ -17,12 +17,6 @@ def batch_to_images(batch: np.ndarray) -> np.ndarray:
     """float [N, 3, S, S] RGB in [-1, 1] -> new float32 (N, S, S, 3) BGR arrays in [0, 1]."""
     images = (batch.transpose(0, 2, 3, 1)[..., ::-1] + 1.0) * 0.5
     return np.clip(images, 0.0, 1.0).astype(np.float32)
-
-
-def thumbnail(crop: np.ndarray) -> np.ndarray:
-    """A 32 px grey summary of a crop: sensor noise averages out, a moving hand does not."""
-    grey = cv2.cvtColor(cv2.resize(crop, (32, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-    return grey.astype(np.int16)
 
 
 class GenerateStage:
@@ -42,7 +36,7 @@ class GenerateStage:
         kept, thumbs = {}, {}
         if not frame.still and self.still_reuse > 0:
             for face in faces:
-                thumbs[face.track_id] = thumb = thumbnail(face.crop)
+                thumbs[face.track_id] = thumb = thumbnail(face.crop, 32)
                 previous = self._kept.get(face.track_id)
                 if (previous is not None and not face.new_track and previous[3] < self.still_reuse
                         and float(np.abs(thumb - previous[0]).mean()) < self.still_level):

@@ -34,7 +34,6 @@ class Memory:
     covered: float          # share of the lower face predicted covered then (less is better)
     points: np.ndarray      # (P, 2) POSE_POINTS in aligned crop pixels
     mouth: float            # inner-lip gap over the crop size
-    seen_ms: float          # when it was seen
 
 
 @dataclass
@@ -181,7 +180,7 @@ class FaceMemoryStage:
         # Where the face was seen: not predicted covered, with a margin for rims the mask missed.
         seen = (face.occlusion < 0.1).astype(np.uint8)
         valid = cv2.GaussianBlur(cv2.erode(seen, self._kernel(size)).astype(np.float32), (0, 0), 0.02 * size)
-        memory = Memory(face.crop.astype(np.float32) * (1 / 255), valid, lower_covered, points, mouth, self._now)
+        memory = Memory(face.crop.astype(np.float32) * (1 / 255), valid, lower_covered, points, mouth)
         if state.memories:
             distances = [self._distance(m, points, mouth, size) for m in state.memories]
             nearest = int(np.argmin(distances))

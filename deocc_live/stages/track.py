@@ -8,6 +8,7 @@ import numpy as np
 from deocc_live.frame import Face, Frame
 from deocc_live.landmarks import FaceLandmarks
 from deocc_live.one_euro import OneEuroFilter
+from deocc_live.stages.align import thumbnail
 
 
 class _Track:
@@ -124,8 +125,7 @@ class TrackStage:
         """Remember the faces MediaPipe found and the picture around them, for ``_unchanged``;
         only once MediaPipe itself has settled (its last two answers within a pixel of each other:
         a new track is refined over its first frames)."""
-        previous = self._key[0] if self._key is not None else self._last_found
-        self._last_found = found
+        previous, self._last_found = self._last_found, found
         self._reused = 0
         self._key = None
         if self.still_reuse <= 0 or len(found) == 0 or previous is None or previous.shape != found.shape:
@@ -139,8 +139,7 @@ class TrackStage:
     @staticmethod
     def _thumbnail(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         x0, y0, x1, y1 = box
-        grey = cv2.cvtColor(cv2.resize(image[y0:y1, x0:x1], (48, 48), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-        return grey.astype(np.int16)
+        return thumbnail(image[y0:y1, x0:x1], 48)
 
     def _unchanged(self, image: np.ndarray) -> bool:
         """True when the faces MediaPipe last found may be reused for this frame: fewer than
