@@ -164,3 +164,30 @@ def test_masked_faces_are_found_in_place_and_nowhere_else():
     print(f"{scenes} masked faces: whole frame or centre {first_looks}, tracker {right} in place, {wrong} elsewhere")
     assert wrong == 0
     assert right > first_looks and right >= 0.8 * scenes
+
+
+def test_a_face_found_mirrored_comes_back_point_for_point():
+    """The tracker also looks at a still picture mirrored: the landmarks MediaPipe gives for the
+    mirrored picture, mirrored back with each point swapped for its left-right pair, are the
+    landmarks of the picture itself (within MediaPipe's own difference between the two)."""
+    from deocc_live.landmarks import MIRROR, FaceLandmarks, unmirrored
+
+    assert all(MIRROR[MIRROR[i]] == i for i in range(478))
+    errors, unswapped = [], []
+    with FaceLandmarks(LANDMARKER) as finder:
+        for path in face_files(12):
+            picture = cv2.copyMakeBorder(cv2.imread(str(path)), 60, 60, 60, 60, cv2.BORDER_REPLICATE)
+            direct = finder.detect(picture)
+            mirrored = finder.detect(np.ascontiguousarray(picture[:, ::-1]))
+            if len(direct) != 1 or len(mirrored) != 1:
+                continue
+            width = float(np.ptp(direct[0][:, 0]))
+            back = unmirrored(mirrored, picture.shape[1])[0]
+            errors.append(np.linalg.norm(back - direct[0], axis=1).mean() / width)
+            flipped_only = mirrored[0].copy()
+            flipped_only[:, 0] = picture.shape[1] - flipped_only[:, 0]
+            unswapped.append(np.linalg.norm(flipped_only - direct[0], axis=1).mean() / width)
+    assert len(errors) >= 6
+    print(f"mean landmark difference: {np.mean(errors):.3f} face widths; without the swap {np.mean(unswapped):.3f}")
+    assert np.mean(errors) < 0.03 and max(errors) < 0.06
+    assert np.mean(unswapped) > 0.2

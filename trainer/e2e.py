@@ -377,8 +377,9 @@ def _summary(rows: list[dict]) -> dict:
 
 
 # The three parts.
-def evaluate_scenes(faces_root, occluders, engine, landmarker, per_kind: int, size, seed: int, split: str = "test",
-                    examples: int = 2):
+def build_scenes(faces_root, occluders, landmarker, per_kind: int, size, seed: int, split: str = "test") -> list[Scene]:
+    """``per_kind`` covered pictures of each kind, from faces of ``split``, placed by this
+    evaluation's own placement (the clean face's landmarks place the occluder, never the app's)."""
     from deocc_live.landmarks import FaceLandmarks
 
     banks = {subset: OccluderBank.load(occluders, subset) for subset in ("train", "held_out")}
@@ -411,24 +412,37 @@ def evaluate_scenes(faces_root, occluders, engine, landmarker, per_kind: int, si
                     continue
                 scenes.append(scene)
                 made += 1
+    return scenes
+
+
+def score_scene(scene: Scene, frame, blend, inpainted: np.ndarray | None = None) -> dict:
+    """The scores of one scene: the app's output ``frame`` (its faces, and ``blend`` for the mask
+    it blended with), Telea given the true mask, and the input."""
+    covered = scene.covered
+    ours = frame.output
+    inpainted = telea(scene.frame, scene.alpha) if inpainted is None else inpainted
+    row = {"kind": scene.kind, "held_out": scene.held_out, "name": scene.name,
+           "input": score(scene.frame, scene.truth, covered),
+           "telea": score(inpainted, scene.truth, covered),
+           "ours": score(ours, scene.truth, covered)}
+    change = np.abs(ours.astype(np.float32) - scene.frame.astype(np.float32)).mean(axis=2)[covered].mean() / 255
+    row["found"] = bool(frame.faces)
+    row["acted"] = bool(frame.faces and change > ACTED_LEVEL)
+    row["mask_recall"] = float((app_mask(frame, blend)[covered] > 0.5).mean())
+    return row
+
+
+def evaluate_scenes(faces_root, occluders, engine, landmarker, per_kind: int, size, seed: int, split: str = "test",
+                    examples: int = 2):
+    scenes = build_scenes(faces_root, occluders, landmarker, per_kind, size, seed, split)
     frames, blend = run_app([s.frame for s in scenes], engine, landmarker, still=True)
     rows, tiles = [], {}
     for scene, frame in progress(list(zip(scenes, frames)), desc="e2e"):
-        covered = scene.covered
-        ours = frame.output
         inpainted = telea(scene.frame, scene.alpha)
-        row = {"kind": scene.kind, "held_out": scene.held_out, "name": scene.name,
-               "input": score(scene.frame, scene.truth, covered),
-               "telea": score(inpainted, scene.truth, covered),
-               "ours": score(ours, scene.truth, covered)}
-        change = np.abs(ours.astype(np.float32) - scene.frame.astype(np.float32)).mean(axis=2)[covered].mean() / 255
-        row["found"] = bool(frame.faces)
-        row["acted"] = bool(frame.faces and change > ACTED_LEVEL)
-        row["mask_recall"] = float((app_mask(frame, blend)[covered] > 0.5).mean())
-        rows.append(row)
+        rows.append(score_scene(scene, frame, blend, inpainted))
         if len(tiles.setdefault(scene.kind, [])) < examples:
             box = _box(scene.face, 40)
-            pictures = [scene.frame[box], ours[box], scene.truth[box], inpainted[box]]
+            pictures = [scene.frame[box], frame.output[box], scene.truth[box], inpainted[box]]
             tiles[scene.kind].append(np.hstack([cv2.resize(p, (192, 192), interpolation=cv2.INTER_AREA) for p in pictures]))
     return rows, tiles
 
