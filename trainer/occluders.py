@@ -190,8 +190,10 @@ class OccluderBank:
         height, width = rgba.shape[:2]
         if kind == "glasses":
             centre = (eye_a + eye_b) / 2 + rng.normal(0, 0.01 * size, 2)
-            scale = float(np.linalg.norm(eye_b - eye_a)) * rng.uniform(1.3, 1.6) / width
-            angle = roll + rng.normal(0, 2)
+            # Frames as wide as the face and wider: on glasses wider than the 1.3-1.6 eye spans
+            # trained before, the generator left pale outlines of the frames.
+            scale = float(np.linalg.norm(eye_b - eye_a)) * rng.uniform(1.3, 1.9) / width
+            angle = roll + rng.normal(0, 3)
         elif kind == "hat":
             brow = (landmarks[BROW_TOP[0]] + landmarks[BROW_TOP[1]]) / 2
             scale = face_width * rng.uniform(1.1, 1.5) / width
@@ -203,9 +205,9 @@ class OccluderBank:
                        landmarks[EYE_OUTER[rng.integers(2)]]]
             weights = np.array([0.35, 0.2, 0.15, 0.15, 0.1, 0.05])
             centre = anchors[rng.choice(len(anchors), p=weights)] + rng.normal(0, 0.06 * size, 2)
-            extent = face_width * (rng.uniform(0.5, 1.1) if kind == "hand" else rng.uniform(0.35, 0.9))
+            extent = face_width * (rng.uniform(0.5, 1.4) if kind == "hand" else rng.uniform(0.35, 0.9))
             scale = extent / max(height, width)
-            angle = rng.uniform(-45, 45)
+            angle = rng.uniform(-70, 70) if kind == "hand" else rng.uniform(-45, 45)
         rgba[..., :3] = _jitter_colour(rgba[..., :3], rng)
         return _place(rgba, centre, scale, angle, size)
 
