@@ -48,6 +48,15 @@ def test_scores_measure_what_they_say():
     tinted[..., 1] += 40  # green
     tinted = np.clip(tinted, 0, 255).astype(np.uint8)
     assert e2e.score(tinted, truth, region)["colour_shift"] > 10
+    # Sharpness where the app acted leaves out a scene it did not act on (its occluder's edges).
+    left_covered = e2e.score(rng.integers(0, 255, truth.shape).astype(np.uint8), truth, region)
+    rows = [{"kind": "hand", "acted": True, "found": True, "mask_recall": 1.0,
+             "input": same, "telea": same, "ours": blurred},
+            {"kind": "hand", "acted": False, "found": False, "mask_recall": 0.0,
+             "input": same, "telea": same, "ours": left_covered}]
+    summary = e2e._summary(rows)["ours"]
+    assert summary["sharpness"] > 1 > 0.3 > summary["sharpness_acted"]
+    assert summary["sharpness_acted"] == pytest.approx(blurred["laplacian"] / blurred["truth_laplacian"])
 
 
 def test_occluders_are_placed_on_the_face_for_every_kind():
