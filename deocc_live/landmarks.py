@@ -46,6 +46,10 @@ def native_logs_silenced():
             os.close(saved)
 
 
+# The face's outline in the mesh, going round.
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
+             377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+
 # The mesh's left-right pairs (the other 28 points lie on the middle line): MediaPipe's canonical
 # face model mirrored onto itself (its 468 vertices, from the model's geometry metadata), and the
 # two irises (centre, then the four points around it). A face found in a mirrored picture is

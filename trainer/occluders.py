@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from deocc_live.landmarks import FACE_OVAL
+
 # MediaPipe mesh indices used for placement (image-left point first).
 CHEEK_UPPER = (93, 323)
 JAW = (172, 397)
@@ -28,8 +30,6 @@ EYE_OUTER = (33, 263)
 BROW_TOP = (105, 334)
 FOREHEAD = 10
 CHEEKS = (205, 425)
-FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
-             377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
 
 KINDS = {
     # kind: sampling weight
