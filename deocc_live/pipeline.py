@@ -109,7 +109,7 @@ class Pipeline:
         self.track = TrackStage(landmarker_path, max_faces=self.settings.max_faces,
                                 landmark_filter=self.settings.landmark_filter)
         self.align = AlignStage(engine.spec.crop_size) if engine is not None else None
-        self.generate = GenerateStage(engine) if engine is not None else None
+        self.generate = GenerateStage(engine, self.settings) if engine is not None else None
         self.memory = FaceMemoryStage(self.settings)
         self.smooth = SmoothStage(self.settings)
         self.blend = BlendStage(self.settings)
@@ -143,7 +143,7 @@ class Pipeline:
         with self._engine_lock:
             old, self.engine = self.engine, engine
             self.align = AlignStage(engine.spec.crop_size) if engine is not None else None
-            self.generate = GenerateStage(engine) if engine is not None else None
+            self.generate = GenerateStage(engine, self.settings) if engine is not None else None
             self.smooth.reset()
             self.memory.reset()
             if old is not None and old is not engine:

@@ -97,6 +97,7 @@ class LiveSettings:
     enabled: bool = True             # the effect on or off
     show_mask: bool = False          # the occlusion mask overlaid in red
     face_memory: bool = True         # restore a covered face from how it looked uncovered (streams)
+    mirror_pass: bool = True         # generate each face and its mirror image, and average the two
 
     def __post_init__(self):
         for name in LIVE:

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QPoint, QSettings, Qt
 from PySide6.QtWidgets import QLabel
 
 from deocc_live.gui.controller import PipelineController
@@ -117,11 +117,16 @@ def test_settings_are_remembered(qtbot, tmp_path, clip, generator_onnx):
     qtbot.waitExposed(first)
     qtbot.mouseClick(first.memory_check, Qt.MouseButton.LeftButton)  # the real box, clicked
     assert not first.controller.settings.face_memory
+    assert first.mirror_check.isChecked() and first.controller.settings.mirror_pass
+    # On the box itself (the check box spans its row; a click right of its text does nothing).
+    qtbot.mouseClick(first.mirror_check, Qt.MouseButton.LeftButton, pos=QPoint(8, first.mirror_check.height() // 2))
+    assert not first.controller.settings.mirror_pass
     first.close()
     second = MainWindow(PipelineController(resolve()), QSettings(str(path), QSettings.Format.IniFormat), source=str(clip[0]))
     qtbot.addWidget(second)
     assert second.smoothing_slider.value() == 42 and second.view_picker.currentText() == "Side by side"
     assert not second.memory_check.isChecked() and not second.controller.settings.face_memory
+    assert not second.mirror_check.isChecked() and not second.controller.settings.mirror_pass
     assert second.engine_path == str(generator_onnx)
     second.close()
 

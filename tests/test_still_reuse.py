@@ -125,3 +125,65 @@ def test_a_face_covered_up_to_its_eyes_is_held_while_its_eyes_stay_and_let_go_wh
     assert all(len(f) == 1 for f in held[:30])
     assert len({f[0].track_id for f in held[:30]}) == 1  # one track throughout: its memory goes on
     assert all(len(f) == 0 for f in held[31:])  # the eyes are gone: so is the face
+
+
+def test_the_mirror_pass_averages_the_face_and_its_mirror_image_in_one_engine_call(generator_onnx):
+    """With the mirror pass (the default) each crop and its mirror image go through the engine in
+    one batch: the restored face is the mean of the two (the mirrored one turned back) and the
+    mask the larger of the two. Without it, the engine's own answer passes through."""
+    import numpy as np
+
+    from deocc_live.settings import LiveSettings
+    from deocc_live.stages.generate import batch_to_images, crops_to_batch
+
+    frames, _ = moving_clip(face_files(1)[0], count=1)
+    track, align = TrackStage(LANDMARKER), AlignStage(128)
+    frame = align(track(Frame(image=frames[0], index=0, time_ms=0.0, still=True)))
+    track.close()
+    crop = frame.faces[0].crop
+    with open_engine(generator_onnx) as engine:
+        restored, occlusion = engine.infer(crops_to_batch([crop, np.ascontiguousarray(crop[:, ::-1])]))
+        images, masks = batch_to_images(restored), np.array(occlusion[:, 0])
+        results = {}
+        for mirror in (True, False):
+            stage = GenerateStage(engine, LiveSettings(mirror_pass=mirror))
+            stage.engine = counting = _Counting(engine, "infer")
+            face = stage(Frame(image=frames[0], index=0, time_ms=0.0, faces=[frame.faces[0]], still=True)).faces[0]
+            results[mirror] = (face.restored.copy(), face.occlusion.copy(), counting.calls)
+    restored_on, mask_on, calls_on = results[True]
+    assert calls_on == 1
+    assert np.allclose(restored_on, (images[0] + images[1][:, ::-1]) / 2, atol=1e-5)
+    assert np.allclose(mask_on, np.maximum(masks[0], masks[1][:, ::-1]), atol=1e-6)
+    restored_off, mask_off, _ = results[False]
+    assert np.allclose(restored_off, images[0], atol=1e-5) and np.allclose(mask_off, masks[0], atol=1e-6)
+    assert np.abs(restored_on - restored_off).mean() > 1e-3  # the generator is not symmetric: it matters
+
+
+def test_the_mirror_pass_switch_on_the_command_line(tmp_path):
+    """`deocc-live --no-mirror-pass` restores a covered picture from the one pass: the covered
+    part differs from the default's, the rest is the camera's in both."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+
+    from media import occluded_frame
+
+    root = Path(__file__).resolve().parents[1]
+    _clean, occluded, mask, _box = occluded_frame(face_files(1)[0])
+    cv2.imwrite(str(tmp_path / "in.png"), occluded)
+    outputs = []
+    for name, extra in (("on.png", []), ("off.png", ["--no-mirror-pass"])):
+        result = subprocess.run([sys.executable, "-m", "deocc_live.cli", "--input", str(tmp_path / "in.png"), "--output",
+                                 str(tmp_path / name), "--engine", str(root / "assets" / "deocc_gen_int8.onnx"), *extra],
+                                cwd=root, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-1000:]
+        outputs.append(cv2.imread(str(tmp_path / name)).astype(int))
+    on, off = outputs
+    covered = mask > 0.5
+    assert np.abs(on - off)[covered].mean() > 0.5
+    assert np.abs(on - occluded.astype(int))[covered].mean() > 10 and np.abs(off - occluded.astype(int))[covered].mean() > 10
+    help_text = subprocess.run([sys.executable, "-m", "deocc_live.cli", "--help"], cwd=root, capture_output=True,
+                               text=True).stdout
+    assert "--no-mirror-pass" in help_text

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_options(parser)
     SETTINGS["soak"].add_to(parser)
     parser.add_argument("--soak-log", metavar="FILE", help="with --soak: write each once-a-second sample as a JSON line")
+    parser.add_argument("--no-mirror-pass", dest="mirror_pass", action="store_false",
+                        help="generate each face once, not also mirrored (as deocc-live --no-mirror-pass)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--table", nargs="+", metavar="JSON", help="print the README's Performance table (Markdown) "
                         "from results saved with --json, one column each, and run nothing")
@@ -137,14 +139,14 @@ class Recorder:
 
 
 def run_pipeline(frames, engine, landmarker, paced: bool, fps: float, smoothing: float | None = None,
-                 max_faces: int = 1, keep_region: int = 0) -> tuple[Recorder, float]:
+                 max_faces: int = 1, keep_region: int = 0, mirror_pass: bool = True) -> tuple[Recorder, float]:
     from deocc_live.stages.capture import MemorySource
     from deocc_live.pipeline import Pipeline
     from deocc_live.settings import LiveSettings
 
     recorder = Recorder(keep_region)
     source = MemorySource(frames, fps=fps, paced=paced)
-    settings = LiveSettings(max_faces=max_faces)
+    settings = LiveSettings(max_faces=max_faces, mirror_pass=mirror_pass)
     if smoothing is not None:
         settings.face_smoothing, settings.landmark_filter = smoothing, smoothing > 0
     pipeline = Pipeline(source, engine, landmarker, [], settings, on_frame=recorder)
@@ -238,7 +240,7 @@ def write_clip(frames, fps: float, path: Path, size: tuple[int, int]) -> Path:
     return path
 
 
-def soak(video: Path, engine, landmarker, seconds: float, max_faces: int = 1, log=None) -> dict:
+def soak(video: Path, engine, landmarker, seconds: float, max_faces: int = 1, log=None, mirror_pass: bool = True) -> dict:
     """A looping video played at its own rate, like a camera, for ``seconds``: memory after
     warm-up, frame rate per window, queue depths and thread count, sampled once a second
     (each sample also written to ``log`` as a JSON line when given)."""
@@ -250,7 +252,7 @@ def soak(video: Path, engine, landmarker, seconds: float, max_faces: int = 1, lo
 
     warmup = min(60.0, seconds / 4)
     source = VideoSource(video, loop=True, paced=True)
-    pipeline = Pipeline(source, engine, landmarker, [], LiveSettings(max_faces=max_faces))
+    pipeline = Pipeline(source, engine, landmarker, [], LiveSettings(max_faces=max_faces, mirror_pass=mirror_pass))
     samples = []
     start = time.monotonic()
     with pipeline:
@@ -293,7 +295,8 @@ def markdown_table(results: list[dict]) -> str:
         engine, stages = result["engine"], result["stages_ms"]
         parts = result.get("end_to_end_fps_by_part", {})
         return {
-            "": f"{result['frame_size']}, {engine['precision']} {engine['backend']} on {engine['device']}",
+            "": f"{result['frame_size']}, {engine['precision']} {engine['backend']} on {engine['device']}"
+                + ("" if result.get("mirror_pass", True) else ", no mirror pass"),
             "end-to-end FPS (every frame processed)": f"**{result['end_to_end_fps']:.1f}**",
             "... on the clip's still / moving part": " / ".join(f"{parts[k]:.1f}" for k in ("still", "moving") if k in parts),
             "MediaPipe tracking alone, same frames (the floor)": f"{result['tracking_only_fps']:.1f}",
@@ -347,7 +350,7 @@ def run(args) -> int:
                     Path(scratch) / "soak.mp4", args.size)
                 log = open(args.soak_log, "w") if args.soak_log else None
                 try:
-                    result = soak(video, engine, landmarker, args.soak, args.max_faces, log)
+                    result = soak(video, engine, landmarker, args.soak, args.max_faces, log, args.mirror_pass)
                 finally:
                     if log is not None:
                         log.close()
@@ -366,11 +369,11 @@ def run(args) -> int:
         spec = engine.spec
         generator_ms = generator_alone(engine)
         still = len(frames) // 2 if not args.input else len(frames)
-        run, wall = run_pipeline(frames, engine, landmarker, paced=False, fps=args.fps, max_faces=args.max_faces,
-                                 keep_region=still)
-        latency_run, _ = run_pipeline(frames, engine, landmarker, paced=True, fps=args.fps, max_faces=args.max_faces)
-        raw_run, _ = run_pipeline(frames[:still], engine, landmarker, paced=False, fps=args.fps, smoothing=0.0,
-                                  max_faces=args.max_faces, keep_region=still)
+        common = {"fps": args.fps, "max_faces": args.max_faces, "mirror_pass": args.mirror_pass}
+        run, wall = run_pipeline(frames, engine, landmarker, paced=False, keep_region=still, **common)
+        latency_run, _ = run_pipeline(frames, engine, landmarker, paced=True, **common)
+        raw_run, _ = run_pipeline(frames[:still], engine, landmarker, paced=False, smoothing=0.0, keep_region=still,
+                                  **common)
         tracking_fps = tracking_only(frames, landmarker, args.max_faces)
     finally:
         engine.close()
@@ -394,6 +397,7 @@ def run(args) -> int:
         "flicker": {"smoothed": flicker(run), "unsmoothed": flicker(raw_run)},
         "engine": {"backend": spec.backend, "path": spec.path, "precision": spec.precision, "device": spec.device,
                    "crop_size": spec.crop_size},
+        "mirror_pass": args.mirror_pass,
         "machine": machine(),
     }
     if args.json:

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-face-memory", dest="face_memory", action="store_false", default=None,
                         help="restore covered faces from the generator alone, not from how the face looked "
                              "uncovered moments before (the memory is kept in memory only, never on disk)")
+    parser.add_argument("--no-mirror-pass", dest="mirror_pass", action="store_false", default=None,
+                        help="generate each face once, not also mirrored and averaged: half the generator's work, "
+                             "a little less faithful")
     parser.add_argument("--off", action="store_true", help="start with the effect off")
     parser.add_argument("--virtual-camera", action=argparse.BooleanOptionalAction, default=None,
                         help="send to 'Deocc Camera' (default: on, unless --output is given)")
@@ -70,7 +73,8 @@ def run(args) -> int:
                     raise
                 print(f"deocc-live: {error}", file=sys.stderr)
         settings = LiveSettings.given(args, enabled=not args.off, show_mask=args.show_mask,
-                                      face_memory=args.face_memory is not False)
+                                      face_memory=args.face_memory is not False,
+                                      mirror_pass=args.mirror_pass is not False)
         if args.no_smoothing:
             settings.set("face_smoothing", 0.0)
             settings.landmark_filter = False

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         SETTINGS[name].add_to(parser, unset=True)
     parser.add_argument("--no-face-memory", dest="face_memory", action="store_false", default=None,
                         help="start with the face memory off")
+    parser.add_argument("--no-mirror-pass", dest="mirror_pass", action="store_false", default=None,
+                        help="start with the mirror pass off (half the generator's work)")
 
 
 def main(argv=None) -> int:
@@ -52,7 +54,7 @@ def run(args) -> int:
         return 1
     controller = PipelineController(landmarker)
     source = args.input if args.input else args.camera
-    options = {name: getattr(args, name, None) for name in (*LIVE, "face_memory")}
+    options = {name: getattr(args, name, None) for name in (*LIVE, "face_memory", "mirror_pass")}
     window = MainWindow(controller, QSettings("deocc-live", "deocc-live"), source=source, engine=args.engine,
                         options=options)
     window.resize(1200, 720)
