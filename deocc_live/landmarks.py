@@ -50,6 +50,17 @@ def native_logs_silenced():
 FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
              377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
 
+
+def face_outline_region(landmarks: np.ndarray, shape, matrix: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) uint8, 1 inside the face's outline (the hull of FACE_OVAL) of one face's landmarks
+    in pixels, mapped by the 2x3 ``matrix`` first when given (e.g. into the aligned crop)."""
+    outline = np.asarray(landmarks, np.float32)[FACE_OVAL, :2]
+    if matrix is not None:
+        outline = cv2.transform(outline[None], np.asarray(matrix, np.float32))[0]
+    region = np.zeros(shape[:2], np.uint8)
+    cv2.fillConvexPoly(region, cv2.convexHull(np.round(outline).astype(np.int32)), 1)
+    return region
+
 # The mesh's left-right pairs (the other 28 points lie on the middle line): MediaPipe's canonical
 # face model mirrored onto itself (its 468 vertices, from the model's geometry metadata), and the
 # two irises (centre, then the four points around it). A face found in a mirrored picture is
@@ -94,7 +105,7 @@ def unmirrored(found: np.ndarray, width: int) -> np.ndarray:
     x mirrored back and each point in its own index."""
     if len(found) == 0:
         return found
-    out = found[:, MIRROR].copy()
+    out = found[:, MIRROR]  # a new array
     out[..., 0] = np.float32(width) - out[..., 0]
     return out
 

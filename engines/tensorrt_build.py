@@ -56,7 +56,9 @@ def build_engine(onnx_path: str | Path, out: str | Path, fp16: bool = True, max_
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, (1, 3, size, size), (1, 3, size, size), (max_batch, 3, size, size))
+    # Tuned for two crops a call: one face and its mirror image (the app's mirror pass).
+    optimal = min(2, max_batch)
+    profile.set_shape(INPUT_NAME, (1, 3, size, size), (optimal, 3, size, size), (max_batch, 3, size, size))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

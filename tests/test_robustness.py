@@ -173,7 +173,7 @@ def test_a_face_found_mirrored_comes_back_point_for_point():
     from deocc_live.landmarks import MIRROR, FaceLandmarks, unmirrored
 
     assert all(MIRROR[MIRROR[i]] == i for i in range(478))
-    errors, unswapped = [], []
+    errors, unswapped, per_point = [], [], []
     with FaceLandmarks(LANDMARKER) as finder:
         for path in face_files(12):
             picture = cv2.copyMakeBorder(cv2.imread(str(path)), 60, 60, 60, 60, cv2.BORDER_REPLICATE)
@@ -184,10 +184,15 @@ def test_a_face_found_mirrored_comes_back_point_for_point():
             width = float(np.ptp(direct[0][:, 0]))
             back = unmirrored(mirrored, picture.shape[1])[0]
             errors.append(np.linalg.norm(back - direct[0], axis=1).mean() / width)
+            per_point.append(np.linalg.norm(back - direct[0], axis=1) / width)
             flipped_only = mirrored[0].copy()
             flipped_only[:, 0] = picture.shape[1] - flipped_only[:, 0]
             unswapped.append(np.linalg.norm(flipped_only - direct[0], axis=1).mean() / width)
     assert len(errors) >= 6
     print(f"mean landmark difference: {np.mean(errors):.3f} face widths; without the swap {np.mean(unswapped):.3f}")
     assert np.mean(errors) < 0.03 and max(errors) < 0.06
+    # Point by point (a few wrongly paired points would hide in a mean over 478), irises included.
+    worst = np.mean(per_point, axis=0)
+    print(f"worst point: {worst.max():.3f} face widths (point {int(worst.argmax())})")
+    assert worst.max() < 0.06
     assert np.mean(unswapped) > 0.2

@@ -171,7 +171,7 @@ def test_the_mirror_pass_switch_on_the_command_line(tmp_path):
     from media import occluded_frame
 
     root = Path(__file__).resolve().parents[1]
-    _clean, occluded, mask, _box = occluded_frame(face_files(1)[0])
+    _clean, occluded, mask, box = occluded_frame(face_files(1)[0], size=(1280, 720))
     cv2.imwrite(str(tmp_path / "in.png"), occluded)
     outputs = []
     for name, extra in (("on.png", []), ("off.png", ["--no-mirror-pass"])):
@@ -182,6 +182,12 @@ def test_the_mirror_pass_switch_on_the_command_line(tmp_path):
         outputs.append(cv2.imread(str(tmp_path / name)).astype(int))
     on, off = outputs
     covered = mask > 0.5
+    x0, y0, x1, y1 = box
+    reach = (x1 - x0) // 2  # the aligned crop reaches beyond the face picture, not this far
+    away = np.ones(mask.shape, bool)
+    away[max(y0 - reach, 0):y1 + reach, max(x0 - reach, 0):x1 + reach] = False
+    assert away.sum() > 1000
+    assert np.array_equal(on[away], occluded[away]) and np.array_equal(off[away], occluded[away])
     assert np.abs(on - off)[covered].mean() > 0.5
     assert np.abs(on - occluded.astype(int))[covered].mean() > 10 and np.abs(off - occluded.astype(int))[covered].mean() > 10
     help_text = subprocess.run([sys.executable, "-m", "deocc_live.cli", "--help"], cwd=root, capture_output=True,

@@ -23,8 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from deocc_live.landmarks import face_outline_region
 from trainer.metrics import image_metrics, psnr_from_mse
-from trainer.occluders import (CHIN, EYE_OUTER, FACE_OVAL, MOUTH, NOSE_TIP, OccluderBank, _jitter_colour, _place,
+from trainer.occluders import (CHIN, EYE_OUTER, MOUTH, NOSE_TIP, OccluderBank, _jitter_colour, _place,
                                 _read_rgba, _recolour, _trim, held_out)
 from trainer.pairs import IMAGE_SUFFIXES, split_of
 from engines.atomic import atomic_write_bytes
@@ -91,9 +92,7 @@ def face_frame(face: np.ndarray, size: tuple[int, int], rng: np.random.Generator
 
 
 def face_region(landmarks: np.ndarray, shape) -> np.ndarray:
-    region = np.zeros(shape[:2], np.uint8)
-    cv2.fillConvexPoly(region, cv2.convexHull(landmarks[FACE_OVAL].astype(np.int32)), 1)
-    return region.astype(bool)
+    return face_outline_region(landmarks, shape).astype(bool)
 
 
 # Occluders at frame scale, by the evaluation's own placement.

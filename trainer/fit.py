@@ -116,6 +116,11 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
         self.step = 0
         self.elapsed = 0.0
+        if self.main and self.out.is_dir():
+            # A run killed while writing (kill -9, power loss) leaves its half-written temporary
+            # files: the checkpoint it was replacing is intact, and they are of no use.
+            for stale in self.out.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         if config.resume and (self.out / "last.ckpt").is_file():
             self._restore(checkpoint.load(self.out / "last.ckpt", self.device))
         elif config.resume:

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deocc_live.landmarks import FACE_OVAL
+from deocc_live.landmarks import face_outline_region
 
 # MediaPipe mesh indices used for placement (image-left point first).
 CHEEK_UPPER = (93, 323)
@@ -112,8 +112,7 @@ class OccluderBank:
         ((478, 2) in crop pixels). Returns the occluded crop and the occlusion mask (uint8
         0-255: how much of each pixel the occluder covers, its shadow included)."""
         size = face.shape[0]
-        face_region = np.zeros(face.shape[:2], np.uint8)
-        cv2.fillConvexPoly(face_region, cv2.convexHull(landmarks[FACE_OVAL].astype(np.int32)), 1)
+        face_region = face_outline_region(landmarks, face.shape)
         face_area = max(int(face_region.sum()), 1)
         canvas = face.astype(np.float32)
         total_alpha = np.zeros(face.shape[:2], np.float32)

@@ -177,16 +177,18 @@ class TrackStage:
         """The faces of the first look that a second look confirms, looking on past a look whose
         faces are not confirmed, then at the picture mirrored (MediaPipe's detector is not
         symmetric: a masked face it misses is sometimes found mirrored). On 180 covered
-        validation scenes at 720p: 168 found in place and 1 elsewhere, against 165 and 0 when
-        the first look with a face ended the search; on 120 real masked photos, 110 found
-        against 101."""
+        validation scenes at 720p: 169 found in place and 1 elsewhere, against 165 and 0 when
+        the first look with a face ended the search; on 120 real masked photos, 109 found
+        against 101 (of the 8 more, 6 on the masked face and 2 beside it, which the generator
+        then left unchanged). A picture without a face now costs about twice the looks."""
         width = image.shape[1]
         for mirror in (False, True):
             picture = np.ascontiguousarray(image[:, ::-1]) if mirror else image
             for found in self._still_looks(picture):
                 if len(found) == 0:
                     continue
-                kept = self._confirmed(image, self._distinct(unmirrored(found, width) if mirror else found))
+                kept = self._confirmed(image, self._distinct(unmirrored(found, width) if mirror else found),
+                                       mirrored=True)
                 if len(kept):
                     return kept
         return np.zeros((0, 478, 2), np.float32)
@@ -218,17 +220,18 @@ class TrackStage:
                 kept.append(landmarks)
         return np.stack(kept) if kept else found
 
-    def _confirmed(self, image: np.ndarray, found: np.ndarray) -> np.ndarray:
+    def _confirmed(self, image: np.ndarray, found: np.ndarray, mirrored: bool = False) -> np.ndarray:
         """The faces that a second look centred on each (2.4, 1.8 or 3.2 face widths, grey beyond
-        the picture, at least 256 px) finds again in the same place. At low confidence MediaPipe
-        sometimes puts a face on background texture: on 297 covered faces at 720p (validation
-        split) such a face was reported 13 times and none of them was confirmed, while 269 of the
-        273 real ones were."""
+        the picture, at least 256 px) finds again in the same place; with ``mirrored`` (a still
+        picture), also a look at that square mirrored. At low confidence MediaPipe sometimes puts
+        a face on background texture: on 297 covered faces at 720p (validation split) such a face
+        was reported 13 times and none of them was confirmed (without the mirrored look), while
+        269 of the 273 real ones were."""
         kept = [landmarks for landmarks in found
-                if any(self._found_again(image, landmarks, span) for span in (2.4, 1.8, 3.2))]
+                if any(self._found_again(image, landmarks, span, mirrored) for span in (2.4, 1.8, 3.2))]
         return np.stack(kept).astype(np.float32) if kept else np.zeros((0, 478, 2), np.float32)
 
-    def _found_again(self, image: np.ndarray, landmarks: np.ndarray, span: float) -> bool:
+    def _found_again(self, image: np.ndarray, landmarks: np.ndarray, span: float, mirrored: bool) -> bool:
         width = float(np.ptp(landmarks[:, 0]))
         if width < 4:
             return False
@@ -238,7 +241,7 @@ class TrackStage:
         matrix = np.float32([[scale, 0, -scale * x0], [0, scale, -scale * y0]])
         crop = cv2.warpAffine(image, matrix, (int(side * scale), int(side * scale)), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=(127, 127, 127))
-        for mirror in (False, True):  # the crop as it is, then mirrored
+        for mirror in (False, True) if mirrored else (False,):  # the crop as it is, then mirrored
             again = self.still_landmarker.detect(np.ascontiguousarray(crop[:, ::-1]) if mirror else crop)
             again = unmirrored(again, crop.shape[1]) if mirror else again
             again = again / np.float32(scale) + np.float32([x0, y0])
