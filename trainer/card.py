@@ -45,7 +45,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         f"{config['rec']}·L1 (×{1 + config['hole']:.0f} where covered) + {config['ssim']}·(1 − SSIM) + "
         f"{config['adv']}·adversarial (PatchGAN-style DCGAN discriminator from step {config['adv_start']:,}) + "
         f"{config['mask']}·(BCE + Tversky, misses weighted {config.get('recall', 0.5)}) on the mask; Adam lr "
-        f"{config['lr']}; the exported weights are the EMA "
+        f"{config['lr']} (the loss weights and rates of the last stretch of training: a run resumed with "
+        "`--resume` may change them, see the README); the exported weights are the EMA "
         f"({config['ema']}). Trainer commit `{state.get('trainer_commit', 'unknown')}`.",
         "",
         *(_end_to_end_section(end_to_end) if end_to_end else []),
@@ -68,7 +69,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         "",
         "```sh",
         "deocc-train synth --faces ../shared/data/faces --occluders ../shared/data/occluders --out data/pairs",
-        f"deocc-train fit --data data/pairs --out runs/main --steps {config['steps']} --adv-start {config['adv_start']}",
+        f"deocc-train fit --data data/pairs --out runs/main --steps {state['step']} --adv-start {config['adv_start']} "
+        f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']}   # as its last stretch ran",
         "deocc-train eval --data data/pairs --model runs/main/last.ckpt --out runs/main/eval",
         "deocc-train misalign --out trainer/misalignment.json   # the crop errors fit replays (shipped)",
         "deocc-train export --ckpt runs/main/last.ckpt --onnx assets/deocc_gen.onnx",
