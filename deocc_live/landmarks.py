@@ -61,6 +61,7 @@ def face_outline_region(landmarks: np.ndarray, shape, matrix: np.ndarray | None 
     cv2.fillConvexPoly(region, cv2.convexHull(np.round(outline).astype(np.int32)), 1)
     return region
 
+
 # The mesh's left-right pairs (the other 28 points lie on the middle line): MediaPipe's canonical
 # face model mirrored onto itself (its 468 vertices, from the model's geometry metadata), and the
 # two irises (centre, then the four points around it). A face found in a mirrored picture is

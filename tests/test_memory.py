@@ -16,7 +16,7 @@ from deocc_live.pipeline import Pipeline
 from deocc_live.settings import LiveSettings
 from deocc_live.stages.align import crop_matrix, warp_crop
 from deocc_live.stages.capture import MemorySource
-from deocc_live.stages.memory import FaceMemoryStage, UPPER_LIP, LOWER_LIP
+from deocc_live.stages.memory import FaceMemoryStage, LOWER_LIP
 from engines import open_engine
 from media import LANDMARKER, face_files, place_face
 

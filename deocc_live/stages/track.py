@@ -41,8 +41,9 @@ class TrackStage:
 
     A covered face the whole frame misses is looked for closer (where it was, else the centre),
     further (a grey border), larger (small pictures) and in the windows of SCAN (a still: all of
-    them; a stream: one a frame). A face reported twice is kept once, and a new face is kept only
-    if a second look in place finds it again."""
+    them, then all of them again in the picture mirrored; a stream: one a frame). A face
+    reported twice is kept once, and a new face is kept only if a second look in place finds it
+    again."""
 
     def __init__(self, model_path, max_faces: int = 1, landmark_filter: bool = True,
                  min_cutoff: float = 1.5, beta: float = 0.08, second_look: bool = True,
@@ -179,7 +180,7 @@ class TrackStage:
         symmetric: a masked face it misses is sometimes found mirrored). On 180 covered
         validation scenes at 720p: 169 found in place and 1 elsewhere, against 165 and 0 when
         the first look with a face ended the search; on 120 real masked photos, 109 found
-        against 101 (of the 8 more, 6 on the masked face and 2 beside it, which the generator
+        against 101 (of the 8 more, 6 on the masked face and 2 elsewhere, which the generator
         then left unchanged). A picture without a face now costs about twice the looks."""
         width = image.shape[1]
         for mirror in (False, True):
