@@ -58,12 +58,13 @@ class BlendStage:
     def _colour_matched(self, face) -> np.ndarray:
         """The restored crop with what it filled in moved toward the colour of the face that is
         visible: the mean Lab colour of the filled part (predicted covered) toward that of the
-        visible face (inside the face's outline, not covered), ``COLOUR_PULL`` of the way for L,
-        a and b, in proportion to the occlusion, inside the face's outline. The fill takes some colour from the occluder (a
-        blue mask gives a bluish chin); on 180 validation scenes (the same faces found) this took
-        the colour shift from 11.55 to 10.62 Lab and PSNR from 17.33 to 17.47 dB, against
-        shifting the whole crop by the visible difference (the colour match before). A face restored from the face memory is
-        not pulled (in proportion to the memory's share)."""
+        visible face (not covered), both read inside the face's outline, ``COLOUR_PULL`` of the way
+        for L, a and b, applied inside that outline in proportion to the occlusion. The fill takes
+        some colour from the occluder (a blue mask gives a bluish chin); on 180 validation scenes
+        (the same faces found) this took the colour shift from 11.55 to 10.62 Lab and PSNR from
+        17.33 to 17.47 dB, against shifting the whole crop by the visible difference (the colour
+        match before). A face restored from the face memory is not pulled (in proportion to the
+        memory's share)."""
         restored = face.restored
         if not self.colour_match or face.crop is None or face.matrix is None:
             return restored
