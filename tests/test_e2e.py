@@ -104,3 +104,38 @@ def test_end_to_end_refuses_a_bad_size(tmp_path, generator_onnx):
     result = subprocess.run([sys.executable, "-m", "trainer", "e2e", "--model", str(generator_onnx), "--out", str(tmp_path),
                              "--size", "big"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "--size must look like" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_real_photo_counts_as_acted_on_by_the_change_inside_a_face():
+    """A small restored face in a large picture counts (its change is well under 1% of the
+    picture); the same change beside the face, or too small a change on it, does not."""
+    from types import SimpleNamespace
+
+    from deocc_live.frame import Face
+    from deocc_live.landmarks import FaceLandmarks, face_outline_region
+    from media import LANDMARKER
+
+    scene = e2e.face_frame(cv2.imread(str(e2e.split_faces(DATA / "faces", "test")[0])), (640, 360),
+                           np.random.default_rng(0))
+    with FaceLandmarks(LANDMARKER) as finder:
+        (landmarks,) = finder.detect(scene)
+    picture = np.full((2160, 3840, 3), 90, np.uint8)  # the scene, small, in a 4K picture
+    picture[1000:1360, 2000:2640] = scene
+    landmarks = landmarks + np.float32([2000, 1000])
+    faces = [Face(track_id=-1, landmarks=landmarks)]
+    inside = face_outline_region(landmarks, picture.shape).astype(bool)
+    ys, xs = np.nonzero(inside)
+    lower = inside & (np.arange(picture.shape[0])[:, None] > np.median(ys))  # the lower half of the face
+
+    def output(changed):
+        out = picture.copy()
+        out[changed] = 255 - out[changed]
+        return SimpleNamespace(output=out, faces=faces)
+
+    assert lower.mean() < 0.01  # the old per-picture rule (1% of the picture) would miss it
+    assert e2e.acted_on_face(picture, output(lower))
+    beside = np.roll(lower, 3 * int(np.ptp(xs)), axis=1)
+    assert not inside[beside].any() and not e2e.acted_on_face(picture, output(beside))
+    speck = lower & (np.cumsum(lower.ravel()).reshape(lower.shape) <= 0.02 * inside.sum())
+    assert 0 < speck.sum() and not e2e.acted_on_face(picture, output(speck))
+    assert not e2e.acted_on_face(picture, SimpleNamespace(output=output(lower).output, faces=[]))
