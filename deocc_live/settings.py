@@ -70,6 +70,8 @@ SETTINGS = {s.name: s for s in (
     Setting("face_smoothing", float, 0.8, 0.0, 0.95, "temporal smoothing of the restored face: the weight of "
             "the past frames; resets on fast motion", slider_scale=100, option="--smoothing"),
     Setting("feather", float, 0.015, 0.0, 0.06, "blur of the mask edge", unit="crop widths", slider_scale=1000),
+    Setting("grain", float, 1.0, 0.0, 2.0, "grain on the restored part, as a share of the grain the visible "
+            "face shows (0: none)", slider_scale=100),
     Setting("max_faces", int, 1, 1, 8, "faces restored per frame"),
     Setting("threads", int, 1, 1, 64, "generator threads on the CPU (the other core tracks)"),
     Setting("fps", float, None, 1.0, 240.0, "camera frame rate to ask for, e.g. 30", unit="frames/s"),
@@ -83,7 +85,7 @@ def _default(name: str):
     return field(default=SETTINGS[name].default)
 
 
-LIVE = ("face_smoothing", "feather", "max_faces")  # the table's settings a LiveSettings holds
+LIVE = ("face_smoothing", "feather", "grain", "max_faces")  # the table's settings a LiveSettings holds
 
 
 @dataclass
@@ -92,6 +94,7 @@ class LiveSettings:
 
     face_smoothing: float = _default("face_smoothing")
     feather: float = _default("feather")
+    grain: float = _default("grain")
     max_faces: int = _default("max_faces")
     landmark_filter: bool = True     # One Euro filter on the landmarks of a stream
     enabled: bool = True             # the effect on or off

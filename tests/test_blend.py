@@ -56,7 +56,7 @@ def test_blend_is_the_float_blend_and_leaves_uncovered_pixels_exact(scale, angle
     rng = np.random.default_rng(int(scale * 10))
     image = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
     face = _face(rng, (640, 360), scale, angle)
-    blend = BlendStage(LiveSettings())
+    blend = BlendStage(LiveSettings(grain=0.0))  # no grain (its own test): the exact blend
     frame = blend(Frame(image=image.copy(), index=0, time_ms=0.0, faces=[face]))
     reference = _reference(image, [face], blend)
     difference = np.abs(frame.output.astype(np.float32) - reference).max(axis=2)
@@ -78,7 +78,7 @@ def test_input_image_puts_back_what_was_painted_over_with_overlapping_faces():
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     faces = [_face(rng, (300, 240), 2.0, 5.0), _face(rng, (360, 260), 1.8, -10.0)]
-    blend = BlendStage(LiveSettings())
+    blend = BlendStage(LiveSettings(grain=0.0))  # no grain (its own test): the exact blend
     frame = blend(Frame(image=image.copy(), index=0, time_ms=0.0, faces=faces))
     assert not np.array_equal(frame.output, image)
     assert np.array_equal(frame.input_image(), image)
@@ -89,7 +89,7 @@ def test_input_image_puts_back_what_was_painted_over_with_overlapping_faces():
 def test_disabled_and_face_free_frames_are_passed_through_untouched():
     rng = np.random.default_rng(4)
     image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
-    blend = BlendStage(LiveSettings())
+    blend = BlendStage(LiveSettings(grain=0.0))  # no grain (its own test): the exact blend
     off = blend(Frame(image=image.copy(), index=0, time_ms=0.0, faces=[_face(rng, (160, 120), 1.0, 0.0)]),
                 enabled=False)
     assert np.array_equal(off.output, image) and not off.before
@@ -101,7 +101,7 @@ def test_a_face_half_outside_the_frame_is_clipped():
     rng = np.random.default_rng(5)
     image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
     face = _face(rng, (300, 230), 2.0, 0.0)  # the lower half is beyond the bottom right corner
-    blend = BlendStage(LiveSettings())
+    blend = BlendStage(LiveSettings(grain=0.0))  # no grain (its own test): the exact blend
     frame = blend(Frame(image=image.copy(), index=0, time_ms=0.0, faces=[face]))
     assert np.abs(frame.output.astype(np.float32) - _reference(image, [face], blend)).max() <= 2.0
 
@@ -136,3 +136,35 @@ def test_the_fill_takes_the_visible_face_colour_not_the_occluder():
     untouched = footprint & (alpha == 0)
     assert untouched.sum() > 0.3 * footprint.sum()
     assert np.array_equal(frame.output[untouched], image[untouched])
+
+
+def _grain_of(picture: np.ndarray, where: np.ndarray) -> float:
+    grey = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    return float((grey - cv2.GaussianBlur(grey, (0, 0), 0.7))[where].std())
+
+
+def test_the_fill_gets_the_grain_of_the_visible_face_and_nothing_else_changes():
+    """A smooth fill on a face whose camera picture is grainy: with the grain setting at 1 the
+    blended fill shows about the visible face's grain, at 0 it stays smooth; the visible face is
+    not touched either way, and a stream's grain changes from frame to frame."""
+    rng = np.random.default_rng(7)
+    face = _face(rng, (320, 180), 2.0, 0.0, specks=False)
+    face.restored = np.full((SIZE, SIZE, 3), 0.55, np.float32)  # smooth: no grain of its own
+    image = np.clip(140 + rng.normal(0, 5, (360, 640, 1)), 0, 255).astype(np.uint8).repeat(3, axis=2)
+    face.crop = cv2.warpAffine(image, face.matrix, (SIZE, SIZE))
+    alpha = cv2.warpAffine(BlendStage(LiveSettings()).mask_for(face.occlusion), face.inverse, (640, 360),
+                           flags=cv2.INTER_LINEAR)
+    covered, untouched = alpha > 0.99, alpha == 0
+    seen = _grain_of(image, untouched)
+    outputs = {}
+    for grain in (0.0, 1.0, 2.0):
+        blend = BlendStage(LiveSettings(grain=grain))
+        first = blend(Frame(image=image.copy(), index=0, time_ms=0.0, faces=[face])).output
+        second = blend(Frame(image=image.copy(), index=1, time_ms=33.0, faces=[face])).output
+        assert np.array_equal(first[untouched], image[untouched])
+        outputs[grain] = (first, second)
+    assert _grain_of(outputs[0.0][0], covered) < 0.2 * seen
+    assert 0.75 * seen < _grain_of(outputs[1.0][0], covered) < 1.25 * seen
+    assert 1.6 * seen < _grain_of(outputs[2.0][0], covered) < 2.4 * seen
+    assert not np.array_equal(outputs[1.0][0][covered], outputs[1.0][1][covered])  # new grain each frame
+    assert abs(float(outputs[1.0][0][covered].mean()) - float(outputs[0.0][0][covered].mean())) < 1.0  # no shift

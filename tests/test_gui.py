@@ -162,7 +162,8 @@ def test_recording_writes_a_video_and_a_full_disk_stops_it_cleanly(qtbot, window
 def test_sliders_span_the_settings_table_and_show_their_value(qtbot, window):
     from deocc_live.settings import SETTINGS
 
-    for name, slider in (("face_smoothing", window.smoothing_slider), ("feather", window.feather_slider)):
+    for name, slider in (("face_smoothing", window.smoothing_slider), ("feather", window.feather_slider),
+                         ("grain", window.sliders["grain"])):
         setting = SETTINGS[name]
         assert slider.minimum() / setting.slider_scale == setting.low
         assert slider.maximum() / setting.slider_scale == setting.high
@@ -171,3 +172,5 @@ def test_sliders_span_the_settings_table_and_show_their_value(qtbot, window):
     window.smoothing_slider.setValue(37)
     assert window.controller.settings.face_smoothing == pytest.approx(0.37)  # what the running pipeline reads
     assert "0.37" in [label.text() for label in window.findChildren(QLabel)]
+    window.sliders["grain"].setValue(40)
+    assert window.controller.settings.grain == pytest.approx(0.4)

@@ -206,6 +206,7 @@ def test_sigusr1_toggles_the_effect_and_sigterm_stops(clip, generator_onnx, tmp_
 
 @pytest.mark.parametrize("args", [
     ["--smoothing", "5"], ["--smoothing", "-1"], ["--smoothing", "nan"], ["--feather", "-1"], ["--feather", "0.5"],
+    ["--grain", "-0.5"], ["--grain", "3"],
     ["--threads", "-2"], ["--threads", "0"], ["--fps", "-5"], ["--max-faces", "0"], ["--max-faces", "99"],
     ["bench", "--frames", "0"], ["bench", "--fps", "-5"], ["bench", "--threads", "-2"], ["bench", "--soak", "-1"],
     ["--gui", "--smoothing", "5"],

@@ -159,9 +159,10 @@ def test_the_mirror_pass_averages_the_face_and_its_mirror_image_in_one_engine_ca
     assert np.abs(restored_on - restored_off).mean() > 1e-3  # the generator is not symmetric: it matters
 
 
-def test_the_mirror_pass_switch_on_the_command_line(tmp_path):
+def test_the_mirror_pass_and_grain_options_on_the_command_line(tmp_path):
     """`deocc-live --no-mirror-pass` restores a covered picture from the one pass: the covered
-    part differs from the default's, the rest is the camera's in both."""
+    part differs from the default's, the rest is the camera's in both. `--grain 0` leaves the
+    fill smoother (no grain added) than the default."""
     import subprocess
     import sys
     from pathlib import Path
@@ -174,20 +175,26 @@ def test_the_mirror_pass_switch_on_the_command_line(tmp_path):
     _clean, occluded, mask, box = occluded_frame(face_files(1)[0], size=(1280, 720))
     cv2.imwrite(str(tmp_path / "in.png"), occluded)
     outputs = []
-    for name, extra in (("on.png", []), ("off.png", ["--no-mirror-pass"])):
+    for name, extra in (("on.png", []), ("off.png", ["--no-mirror-pass"]), ("smooth.png", ["--grain", "0"])):
         result = subprocess.run([sys.executable, "-m", "deocc_live.cli", "--input", str(tmp_path / "in.png"), "--output",
                                  str(tmp_path / name), "--engine", str(root / "assets" / "deocc_gen_int8.onnx"), *extra],
                                 cwd=root, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-1000:]
         outputs.append(cv2.imread(str(tmp_path / name)).astype(int))
-    on, off = outputs
+    on, off, smooth = outputs
     covered = mask > 0.5
     x0, y0, x1, y1 = box
     reach = (x1 - x0) // 2  # the aligned crop reaches beyond the face picture, not this far
     away = np.ones(mask.shape, bool)
     away[max(y0 - reach, 0):y1 + reach, max(x0 - reach, 0):x1 + reach] = False
     assert away.sum() > 1000
-    assert np.array_equal(on[away], occluded[away]) and np.array_equal(off[away], occluded[away])
+    assert all(np.array_equal(picture[away], occluded[away]) for picture in outputs)
+
+    def grain(picture):
+        grey = cv2.cvtColor(picture.astype(np.uint8), cv2.COLOR_BGR2GRAY).astype(np.float32)
+        return float((grey - cv2.GaussianBlur(grey, (0, 0), 0.7))[covered].std())
+
+    assert grain(on) > 1.2 * grain(smooth)
     assert np.abs(on - off)[covered].mean() > 0.5
     assert np.abs(on - occluded.astype(int))[covered].mean() > 10 and np.abs(off - occluded.astype(int))[covered].mean() > 10
     help_text = subprocess.run([sys.executable, "-m", "deocc_live.cli", "--help"], cwd=root, capture_output=True,

