@@ -146,7 +146,7 @@ def _grain_of(picture: np.ndarray, where: np.ndarray) -> float:
 def test_the_fill_gets_the_grain_of_the_visible_face_and_nothing_else_changes():
     """A smooth fill on a face whose camera picture is grainy: with the grain setting at 1 the
     blended fill shows about the visible face's grain, at 0 it stays smooth; the visible face is
-    not touched either way, and a stream's grain changes from frame to frame."""
+    not touched either way; a stream's grain changes from frame to frame, a still's is its own."""
     rng = np.random.default_rng(7)
     face = _face(rng, (320, 180), 2.0, 0.0, specks=False)
     face.restored = np.full((SIZE, SIZE, 3), 0.55, np.float32)  # smooth: no grain of its own
@@ -163,6 +163,8 @@ def test_the_fill_gets_the_grain_of_the_visible_face_and_nothing_else_changes():
         second = blend(Frame(image=image.copy(), index=1, time_ms=33.0, faces=[face])).output
         assert np.array_equal(first[untouched], image[untouched])
         outputs[grain] = (first, second)
+        stills = [blend(Frame(image=image.copy(), index=0, time_ms=0.0, faces=[face], still=True)).output for _ in range(2)]
+        assert np.array_equal(stills[0], stills[1])  # a still's grain does not depend on what came before
     assert _grain_of(outputs[0.0][0], covered) < 0.2 * seen
     assert 0.75 * seen < _grain_of(outputs[1.0][0], covered) < 1.25 * seen
     assert 1.6 * seen < _grain_of(outputs[2.0][0], covered) < 2.4 * seen

@@ -75,7 +75,8 @@ class BlendStage:
         """Paints each face's covered part into ``frame.image`` in place (the pixels it replaces
         go to ``frame.before``): the whole frame is never copied or read."""
         if enabled:
-            self._grain_offset = tuple(int(v) for v in self._rng.integers(0, GRAIN_TILE, 2))  # new grain each frame
+            # New grain each frame of a stream; a still's is its own (the same whatever came before).
+            self._grain_offset = (0, 0) if frame.still else tuple(int(v) for v in self._rng.integers(0, GRAIN_TILE, 2))
             for face in frame.faces:
                 if face.restored is not None and face.inverse is not None:
                     self._blend_face(frame, face)
