@@ -27,6 +27,15 @@ from deocc_live.stages.track import TrackStage
 _END = object()
 
 
+def _finder():
+    """The shipped finder (deocc_live.finder) when it is installed; the settings switch it."""
+    from deocc_live.assets import FINDER, find_asset
+    from deocc_live.finder import FaceFinder
+
+    path = find_asset(FINDER)
+    return FaceFinder(path) if path is not None else None
+
+
 class DropOldestQueue:
     """A bounded queue; ``put`` on a full queue drops the oldest item (live) or waits (files)."""
 
@@ -107,7 +116,8 @@ class Pipeline:
         self._engine_lock = threading.Lock()
         self.engine = engine
         self.track = TrackStage(landmarker_path, max_faces=self.settings.max_faces,
-                                landmark_filter=self.settings.landmark_filter)
+                                landmark_filter=self.settings.landmark_filter, finder=_finder(),
+                                settings=self.settings)
         self.align = AlignStage(engine.spec.crop_size) if engine is not None else None
         self.generate = GenerateStage(engine, self.settings) if engine is not None else None
         self.memory = FaceMemoryStage(self.settings)

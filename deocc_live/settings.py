@@ -101,6 +101,7 @@ class LiveSettings:
     show_mask: bool = False          # the occlusion mask overlaid in red
     face_memory: bool = True         # restore a covered face from how it looked uncovered (streams)
     mirror_pass: bool = True         # generate each face and its mirror image, and average the two
+    finder: bool = True              # our own finder looks for a covered face MediaPipe missed
 
     def __post_init__(self):
         for name in LIVE:

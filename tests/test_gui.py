@@ -121,12 +121,16 @@ def test_settings_are_remembered(qtbot, tmp_path, clip, generator_onnx):
     # On the box itself (the check box spans its row; a click right of its text does nothing).
     qtbot.mouseClick(first.mirror_check, Qt.MouseButton.LeftButton, pos=QPoint(8, first.mirror_check.height() // 2))
     assert not first.controller.settings.mirror_pass
+    assert first.finder_check.isChecked() and first.controller.settings.finder
+    qtbot.mouseClick(first.finder_check, Qt.MouseButton.LeftButton, pos=QPoint(8, first.finder_check.height() // 2))
+    assert not first.controller.settings.finder
     first.close()
     second = MainWindow(PipelineController(resolve()), QSettings(str(path), QSettings.Format.IniFormat), source=str(clip[0]))
     qtbot.addWidget(second)
     assert second.smoothing_slider.value() == 42 and second.view_picker.currentText() == "Side by side"
     assert not second.memory_check.isChecked() and not second.controller.settings.face_memory
     assert not second.mirror_check.isChecked() and not second.controller.settings.mirror_pass
+    assert not second.finder_check.isChecked() and not second.controller.settings.finder
     assert second.engine_path == str(generator_onnx)
     second.close()
 

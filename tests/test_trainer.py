@@ -248,7 +248,8 @@ def test_export_writes_a_pytorch_file_too(tiny_run, tmp_path):
         assert np.abs(torch_engine.infer(batch)[0] - onnx_engine.infer(batch)[0]).max() < 1e-3
 
 
-@pytest.mark.parametrize("command", ["synth", "fit", "eval", "export", "quantize", "build-engine"])
+@pytest.mark.parametrize("command", ["synth", "fit", "eval", "export", "quantize", "build-engine", "finder",
+                                     "finder-labels"])
 def test_every_trainer_option_says_what_it_does_and_its_default(command):
     from trainer.cli import build_parser
 

@@ -94,13 +94,15 @@ def _end_to_end_section(report: dict) -> list[str]:
         f"## End to end, as a user meets it: {overall['scenes']} {report['split']}-split pictures through the app",
         "",
         f"`{Path(report['model']).name}` in the app's own pipeline at {report['frame_size'][0]}x{report['frame_size'][1]}: "
-        "MediaPipe finds the face on the COVERED picture, the crop is aligned from those landmarks, generated, "
+        "MediaPipe (where it finds none, our finder) finds the face on the COVERED picture, the crop is aligned "
+        "from those landmarks, generated, "
         "and blended. Occluders are placed by a placement the trainer never uses, about half of them cut-outs and "
         "templates held back from training (cups, phones and microphones are drawn by painters of the evaluation's "
         "own). Scores are over the covered face pixels; Telea is given the true mask; sharpness is the energy of "
         "the Laplacian over the truth's (above 1: edges the truth lacks, such as an occluder's rim), and the same "
         "over the scenes the app acted on (a face it left covered scores its occluder's edges); colour shift "
-        "is the distance of the mean Lab colours. The app runs as shipped: mirror pass and colour pull on.",
+        "is the distance of the mean Lab colours. The app runs as shipped: mirror pass, colour pull, grain and "
+        "the finder (assets/FINDER_CARD.md) on.",
         "",
         report["markdown"],
         "",

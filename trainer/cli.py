@@ -88,6 +88,23 @@ def cmd_e2e(args):
     print(f"wrote {args.out}/e2e.json, e2e.md, e2e_grid.jpg and e2e_real_panel.jpg")
 
 
+def cmd_finder(args):
+    from trainer.configs import FinderConfig
+    from trainer.finder import fit
+
+    result = fit(_config(FinderConfig, args))
+    print(f"wrote {args.out}/finder.onnx: on validation windows, faces found {result['faces_found']:.1%}, "
+          f"non-faces rejected {result['non_faces_rejected']:.1%}, points off by {result['point_error_eyes']:.3f} eye distances")
+
+
+def cmd_finder_labels(args):
+    from trainer.configs import FinderLabelsConfig
+    from trainer.finder import label_real
+
+    result = label_real(_config(FinderLabelsConfig, args))
+    print(f"wrote {args.out}: {result['photos']} photos, {result['with_one_face']} with one face found")
+
+
 def cmd_misalign(args):
     from trainer.configs import MisalignConfig
     from trainer.misalign import run
@@ -147,7 +164,8 @@ def cmd_build_engine(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trainer.configs import EndToEndConfig, EvalConfig, FitConfig, MemoryEvalConfig, MisalignConfig, SynthConfig
+    from trainer.configs import (EndToEndConfig, EvalConfig, FinderConfig, FinderLabelsConfig, FitConfig,
+                                  MemoryEvalConfig, MisalignConfig, SynthConfig)
 
     parser = OneLineParser(prog="deocc-train", description="Train deocc-live's generator.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "then covered): covered-face quality with and without it")
     _add_dataclass_options(memory, MemoryEvalConfig)
     memory.set_defaults(handler=cmd_memory_eval)
+
+    finder_labels = sub.add_parser("finder-labels", help="MediaPipe's five points on real masked photos (the finder's labels)")
+    _add_dataclass_options(finder_labels, FinderLabelsConfig)
+    finder_labels.set_defaults(handler=cmd_finder_labels)
+
+    finder = sub.add_parser("finder", help="train the finder: the app's own detector of covered faces MediaPipe misses")
+    _add_dataclass_options(finder, FinderConfig)
+    finder.set_defaults(handler=cmd_finder)
 
     export = sub.add_parser("export", help="checkpoint -> ONNX with metadata, parity-checked")
     export.add_argument("--ckpt", required=True, help="training checkpoint (its EMA weights are exported)")

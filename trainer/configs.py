@@ -118,3 +118,30 @@ class MisalignConfig:
     count: int = option(400, "covered faces to record", 10, 100000)
     seed: int = option(0, "seed of faces and occluders", 0)
     landmarker: str | None = option(None, "MediaPipe face_landmarker.task (default: $DEOCC_MODEL_DIR or the user cache)")
+
+
+@dataclass
+class FinderConfig:
+    data: str = required("pairs folder written by `deocc-train synth` (faces and their landmarks)")
+    occluders: str = required("occluder folder (its training subset covers the faces)")
+    out: str = option("runs/finder", "folder for finder.onnx and log.json")
+    real: str | None = option(None, "folder of real masked photos (../shared/data/occluded_real)")
+    real_labels: str | None = option(None, "JSON of MediaPipe's five points on those photos (`deocc-train "
+                                     "finder-labels`); the e2e's real photos are never trained on")
+    steps: int = option(6000, "training steps", 1)
+    batch: int = option(64, "windows a step", 1, 4096)
+    lr: float = option(3e-3, "peak learning rate (one cycle)", 0.0, 1.0)
+    width: float = option(1.0, "width multiplier", 0.1, 8.0)
+    point_weight: float = option(20.0, "weight of the points' loss beside the score's", 0.0)
+    validation: int = option(2000, "validation windows scored", 1, 100000)
+    log_every: int = option(50, "steps between log lines", 1)
+    workers: int = option(1, "window-making processes", 0, 128)
+    threads: int = option(0, "torch threads (0: torch's default)", 0, 1024)
+    seed: int = option(0, "seed of the windows", 0)
+
+
+@dataclass
+class FinderLabelsConfig:
+    real: str = required("folder of real masked photos (../shared/data/occluded_real)")
+    out: str = required("JSON file to write: each photo's faces, five points each")
+    landmarker: str | None = option(None, "MediaPipe face_landmarker.task (default: $DEOCC_MODEL_DIR or the user cache)")

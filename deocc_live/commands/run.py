@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mirror-pass", dest="mirror_pass", action="store_false", default=None,
                         help="generate each face once, not also mirrored and averaged: half the generator's work, "
                              "a little less faithful")
+    parser.add_argument("--no-finder", dest="finder", action="store_false", default=None,
+                        help="only MediaPipe finds faces: our own finder does not look for a covered face it missed")
     parser.add_argument("--off", action="store_true", help="start with the effect off")
     parser.add_argument("--virtual-camera", action=argparse.BooleanOptionalAction, default=None,
                         help="send to 'Deocc Camera' (default: on, unless --output is given)")
@@ -75,7 +77,8 @@ def run(args) -> int:
                 print(f"deocc-live: {error}", file=sys.stderr)
         settings = LiveSettings.given(args, enabled=not args.off, show_mask=args.show_mask,
                                       face_memory=args.face_memory is not False,
-                                      mirror_pass=args.mirror_pass is not False)
+                                      mirror_pass=args.mirror_pass is not False,
+                                      finder=args.finder is not False)
         if args.no_smoothing:
             settings.set("face_smoothing", 0.0)
             settings.landmark_filter = False

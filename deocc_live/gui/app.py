@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start with the face memory off")
     parser.add_argument("--no-mirror-pass", dest="mirror_pass", action="store_false", default=None,
                         help="start with the mirror pass off (half the generator's work)")
+    parser.add_argument("--no-finder", dest="finder", action="store_false", default=None,
+                        help="start with our own finder off (only MediaPipe finds faces)")
 
 
 def main(argv=None) -> int:
@@ -54,7 +56,7 @@ def run(args) -> int:
         return 1
     controller = PipelineController(landmarker)
     source = args.input if args.input else args.camera
-    options = {name: getattr(args, name, None) for name in (*LIVE, "face_memory", "mirror_pass")}
+    options = {name: getattr(args, name, None) for name in (*LIVE, "face_memory", "mirror_pass", "finder")}
     window = MainWindow(controller, QSettings("deocc-live", "deocc-live"), source=source, engine=args.engine,
                         options=options)
     window.resize(1200, 720)

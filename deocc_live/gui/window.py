@@ -162,6 +162,10 @@ class MainWindow(QMainWindow):
                                               "a more faithful face for twice the generator's work")
         self.mirror_check.toggled.connect(lambda on: self.controller.settings.set("mirror_pass", on))
         tune.addRow(self.mirror_check)
+        self.finder_check = QCheckBox("Finder", checked=True,
+                                      toolTip="our own finder looks for a covered face that MediaPipe missed")
+        self.finder_check.toggled.connect(lambda on: self.controller.settings.set("finder", on))
+        tune.addRow(self.finder_check)
         return tune_box
 
     def _build_hotkey(self):
@@ -218,6 +222,8 @@ class MainWindow(QMainWindow):
             self.memory_check.setChecked(values["face_memory"])
         if values.get("mirror_pass") is not None:
             self.mirror_check.setChecked(values["mirror_pass"])
+        if values.get("finder") is not None:
+            self.finder_check.setChecked(values["finder"])
         if values.get("max_faces") is not None:
             self.max_faces.blockSignals(True)
             self.max_faces.setValue(values["max_faces"])
@@ -235,6 +241,7 @@ class MainWindow(QMainWindow):
         self.view_picker.setCurrentText(s.value("view", "Split", type=str))
         self.memory_check.setChecked(s.value("face_memory", True, type=bool))
         self.mirror_check.setChecked(s.value("mirror_pass", True, type=bool))
+        self.finder_check.setChecked(s.value("finder", True, type=bool))
         camera = s.value("camera", 0, type=int)
         self.camera_picker.setItemData(0, camera)
         self.camera_picker.setItemText(0, f"Camera {camera}")
@@ -248,6 +255,7 @@ class MainWindow(QMainWindow):
         s.setValue("view", self.view_picker.currentText())
         s.setValue("face_memory", self.memory_check.isChecked())
         s.setValue("mirror_pass", self.mirror_check.isChecked())
+        s.setValue("finder", self.finder_check.isChecked())
         s.setValue("camera", self.camera_picker.currentData() if isinstance(self.camera_picker.currentData(), int) else 0)
         s.sync()
 
