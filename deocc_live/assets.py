@@ -9,7 +9,7 @@ from pathlib import Path
 DEFAULT_GENERATOR = "deocc_gen.onnx"
 # Static int8 of the same generator: faster on CPUs, within 0.1 dB of it (assets/MODEL_CARD.md).
 CPU_GENERATOR = "deocc_gen_int8.onnx"
-# Our own detector of covered faces MediaPipe misses (`deocc-train finder`; assets/MODEL_CARD.md).
+# Our own detector of covered faces MediaPipe misses (`deocc-train finder`; assets/FINDER_CARD.md).
 FINDER = "deocc_finder.onnx"
 
 

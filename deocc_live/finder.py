@@ -20,7 +20,12 @@ from deocc_live.stages.align import five_points, similarity, transform_points
 SCORE_FLOOR = 0.9      # a window's score that counts as "a face here"
 AGREEING_WINDOWS = 2   # windows whose points must agree on a face before it is reported
 AGREEMENT = 0.25       # how far apart (eye distances) two windows' points may be and still agree
-CLOSER_SPAN = 3.6      # the closer look's window, in eye distances (a face's eyes a quarter of it apart)
+CLOSER_SPAN = 3.6      # the closer look's window, in eye distances (its eyes 0.28 of it apart)
+
+
+def _apart(five: np.ndarray, other: np.ndarray) -> float:
+    """The mean distance of two sets of five points, in the first set's eye distances."""
+    return float(np.linalg.norm(five - other, axis=1).mean()) / max(float(np.linalg.norm(five[1] - five[0])), 1e-6)
 
 
 class FinderError(RuntimeError):
@@ -70,10 +75,9 @@ class FaceFinder:
         faces = []
         for score, five in sorted(candidates, key=lambda c: -c[0]):
             eye = float(np.linalg.norm(five[1] - five[0]))
-            if eye < 4 or any(np.linalg.norm(five - kept[0], axis=1).mean() < eye for kept in faces):
+            if eye < 4 or any(_apart(five, kept[0]) < 1.0 for kept in faces):
                 continue  # too small, or a face already kept
-            agreeing = [other for _, other in candidates
-                        if np.linalg.norm(other - five, axis=1).mean() < AGREEMENT * eye]
+            agreeing = [other for _, other in candidates if _apart(five, other) < AGREEMENT]
             if len(agreeing) >= AGREEING_WINDOWS:
                 faces.append((np.mean(agreeing, axis=0), score))
             if len(faces) >= max_faces:
@@ -83,7 +87,7 @@ class FaceFinder:
         # A closer look: a window centred on each face, at the size it was trained best on.
         closer = [(*(five.mean(axis=0) - CLOSER_SPAN / 2 * np.linalg.norm(five[1] - five[0])),
                    CLOSER_SPAN * float(np.linalg.norm(five[1] - five[0]))) for five, _ in faces]
-        refined = [again if score >= SCORE_FLOOR else five
+        refined = [again if score >= SCORE_FLOOR and _apart(five, again) < 2 * AGREEMENT else five
                    for (five, _), (score, again) in zip(faces, self._run(image, closer))]
         return np.stack([self.landmarks_for(five) for five in refined]).astype(np.float32)
 
@@ -94,7 +98,7 @@ class FaceFinder:
         for i, (x0, y0, side) in enumerate(boxes):
             scale = size / side
             matrix = np.float32([[scale, 0, -scale * x0], [0, scale, -scale * y0]])
-            crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+            crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,  # as in training
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=(127, 127, 127))
             batch[i] = crop.transpose(2, 0, 1) * np.float32(1 / 255)
         scores, points = self.session.run(None, {"window": batch})

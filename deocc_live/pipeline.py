@@ -27,13 +27,20 @@ from deocc_live.stages.track import TrackStage
 _END = object()
 
 
-def _finder():
-    """The shipped finder (deocc_live.finder) when it is installed; the settings switch it."""
+def _finder(report):
+    """The shipped finder (deocc_live.finder) when it is installed and loads (else ``report`` is
+    told why, and faces are found by MediaPipe alone); the settings switch it."""
     from deocc_live.assets import FINDER, find_asset
     from deocc_live.finder import FaceFinder
 
     path = find_asset(FINDER)
-    return FaceFinder(path) if path is not None else None
+    if path is None:
+        return None
+    try:
+        return FaceFinder(path)
+    except Exception as error:  # a damaged file: ONNX Runtime's own errors, or not a finder
+        report(f"finder not loaded ({path.name}): {str(error).splitlines()[0][:200]}")
+        return None
 
 
 class DropOldestQueue:
@@ -116,7 +123,7 @@ class Pipeline:
         self._engine_lock = threading.Lock()
         self.engine = engine
         self.track = TrackStage(landmarker_path, max_faces=self.settings.max_faces,
-                                landmark_filter=self.settings.landmark_filter, finder=_finder(),
+                                landmark_filter=self.settings.landmark_filter, finder=_finder(self._report),
                                 settings=self.settings)
         self.align = AlignStage(engine.spec.crop_size) if engine is not None else None
         self.generate = GenerateStage(engine, self.settings) if engine is not None else None

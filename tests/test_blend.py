@@ -170,3 +170,20 @@ def test_the_fill_gets_the_grain_of_the_visible_face_and_nothing_else_changes():
     assert 1.6 * seen < _grain_of(outputs[2.0][0], covered) < 2.4 * seen
     assert not np.array_equal(outputs[1.0][0][covered], outputs[1.0][1][covered])  # new grain each frame
     assert abs(float(outputs[1.0][0][covered].mean()) - float(outputs[0.0][0][covered].mean())) < 1.0  # no shift
+
+
+def test_grain_on_a_face_half_outside_the_frame_and_two_overlapping_faces():
+    """Grain on (the default): a face half beyond the corner is clipped, and pixels the blend's
+    mask leaves at 0 are the camera's; two overlapping faces are both painted."""
+    rng = np.random.default_rng(11)
+    image = np.clip(120 + rng.normal(0, 6, (240, 320, 3)), 0, 255).astype(np.uint8)
+    for faces in ([_face(rng, (300, 230), 2.0, 0.0)], [_face(rng, (150, 120), 1.6, 5.0), _face(rng, (190, 130), 1.4, -8.0)]):
+        for face in faces:
+            face.crop = cv2.warpAffine(image, face.matrix, (SIZE, SIZE))
+        blend = BlendStage(LiveSettings())
+        out = blend(Frame(image=image.copy(), index=0, time_ms=0.0, faces=faces)).output
+        alpha = np.zeros(image.shape[:2], np.float32)
+        for face in faces:
+            alpha = np.maximum(alpha, cv2.warpAffine(blend.mask_for(face.occlusion), face.inverse, (320, 240)))
+        assert np.array_equal(out[alpha == 0], image[alpha == 0])
+        assert (np.abs(out.astype(int) - image.astype(int)).max(axis=2) > 0)[alpha > 0.9].mean() > 0.5

@@ -101,8 +101,8 @@ def _end_to_end_section(report: dict) -> list[str]:
         "own). Scores are over the covered face pixels; Telea is given the true mask; sharpness is the energy of "
         "the Laplacian over the truth's (above 1: edges the truth lacks, such as an occluder's rim), and the same "
         "over the scenes the app acted on (a face it left covered scores its occluder's edges); colour shift "
-        "is the distance of the mean Lab colours. The app runs as shipped: mirror pass, colour pull, grain and "
-        "the finder (assets/FINDER_CARD.md) on.",
+        "is the distance of the mean Lab colours. The app runs as shipped: mirror pass, colour pull, grain"
+        + (" and the finder (assets/FINDER_CARD.md) on." if report.get("finder") else " on; the finder was not installed."),
         "",
         report["markdown"],
         "",

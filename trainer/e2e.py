@@ -598,8 +598,11 @@ def run(config) -> dict:
         real, panel = evaluate_real(data / "occluded_real", engine, landmarker, config.real, config.seed)
     finally:
         engine.close()
+    from deocc_live.assets import FINDER, find_asset
+
+    finder = find_asset(FINDER)  # the app's pipeline loads it where it is installed
     report = {"model": str(config.model), "data": str(data), "split": config.split, "frame_size": list(size),
-              "seed": config.seed,
+              "seed": config.seed, "finder": str(finder) if finder else None,
               "kinds": {kind: _summary([r for r in rows if r["kind"] == kind]) for kind in KINDS},
               "held_out": _summary([r for r in rows if r["held_out"]]),
               "seen": _summary([r for r in rows if not r["held_out"]]),

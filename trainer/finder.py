@@ -74,7 +74,7 @@ def _roll(points: np.ndarray) -> float:
 
 class WindowSamples(Dataset):
     """Windows made online from (index, seed): (window [3, 96, 96], score target [1], the five
-    points' ten coordinates in window widths, zeros without a face)."""
+    points' ten coordinates in window widths; only a face's are learnt)."""
 
     def __init__(self, pairs_root, split: str, occluders, real_root=None, real_labels=None, exclude=(),
                  real_share: float = 0.35, negative_share: float = 0.45):
@@ -238,6 +238,8 @@ def fit(config) -> dict:
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
+    if bool(config.real) != bool(config.real_labels):
+        raise ValueError("--real and --real-labels go together (the photos and MediaPipe's points on them)")
     exclude = set()
     if config.real_labels:
         from trainer.e2e import real_photos
@@ -275,8 +277,10 @@ def fit(config) -> dict:
             break
     result = scores_of(model, fixed)
     face = mean_face(config.data)
-    export(model, face, out / "finder.onnx", {"steps": config.steps, "validation": result,
-                                               "config": {k: v for k, v in asdict(config).items() if k != "out"}})
+    options = {k: (Path(v).name if k in ("data", "occluders", "real", "real_labels") and v else v)
+               for k, v in asdict(config).items() if k != "out"}  # no local paths in a shipped file
+    export(model, face, out / "finder.onnx", {"steps": config.steps, "validation": result, "options": options,
+                                               "never_trained_on": "the e2e's 40 real photos (--real 40, --seed 0)"})
     (out / "log.json").write_text(json.dumps(log))
     return result
 

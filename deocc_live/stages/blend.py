@@ -17,6 +17,7 @@ COLOUR_PULL = np.array([0.3, 0.6, 0.6], np.float32)  # L, a, b: how far the fill
 
 GRAIN_SCALE = 0.7  # pixels: what a Gaussian of this width leaves is grain (finer than any shape of a face)
 GRAIN_TILE = 256   # side of the noise tile the grain is read from, at a new offset each frame
+GRAIN_MOST = 10.0  # grey levels: the most grain added (a textured or blocky face is not matched beyond it)
 
 
 def high_pass(grey: np.ndarray) -> np.ndarray:
@@ -50,7 +51,6 @@ class BlendStage:
         self.colour_match = colour_match
         self._fade: dict[int, np.ndarray] = {}
         self._grain_tile = grain_tile()
-        self._grain_fields: dict[tuple[int, int], np.ndarray] = {}
         self._rng = np.random.default_rng(0)
         self._grain_offset = (0, 0)
 
@@ -77,9 +77,10 @@ class BlendStage:
         if enabled:
             # New grain each frame of a stream; a still's is its own (the same whatever came before).
             self._grain_offset = (0, 0) if frame.still else tuple(int(v) for v in self._rng.integers(0, GRAIN_TILE, 2))
-            for face in frame.faces:
-                if face.restored is not None and face.inverse is not None:
-                    self._blend_face(frame, face)
+            faces = [face for face in frame.faces if face.restored is not None and face.inverse is not None]
+            # Every face is read (its colour, its grain) before any is painted: faces may overlap.
+            for painted in [self._prepare(frame, face) for face in faces]:
+                self._paint(frame, *painted)
         frame.output = frame.image
         return frame
 
@@ -113,7 +114,8 @@ class BlendStage:
         corrected = cv2.cvtColor(restored_lab + weight[..., None] * shift, cv2.COLOR_LAB2BGR)
         return np.clip(corrected, 0, 1)
 
-    def _blend_face(self, frame: Frame, face) -> None:
+    def _prepare(self, frame: Frame, face):
+        """(face, colour8, alpha8, grain): what painting the face takes, read from the camera's frame."""
         mask = self.mask_for(face.occlusion)
         restored = self._colour_matched(face)
         if self.settings.show_mask:
@@ -122,12 +124,15 @@ class BlendStage:
         alpha8 = cv2.convertScaleAbs(mask, alpha=255.0)  # rounds: below half a level counts as 0
         colour8 = cv2.convertScaleAbs(np.maximum(restored, 0), alpha=255.0)  # saturates at 255
         grain = self._grain(frame.image, face, colour8, alpha8) if not self.settings.show_mask else 0.0
+        return face, colour8, alpha8, grain
+
+    def _paint(self, frame: Frame, face, colour8: np.ndarray, alpha8: np.ndarray, grain: float) -> None:
         # Each covered part of the crop (a mask, and a speck at the hairline) has its own small
         # footprint in the frame: only those are warped and blended (overlapping ones as one).
         count, _, stats, _ = cv2.connectedComponentsWithStats((alpha8 > 0).view(np.uint8), connectivity=8)
         # A part's box, one crop pixel out on each side (the reach of bilinear interpolation).
         parts = [(left - 1, top - 1, left + width, top + height) for left, top, width, height, _ in stats[1:count]]
-        boxes = [box for box in (align.crop_box(face.inverse, mask.shape[0], frame.image.shape, 1, part)
+        boxes = [box for box in (align.crop_box(face.inverse, alpha8.shape[0], frame.image.shape, 1, part)
                                  for part in parts) if box is not None]
         for box in _merged(boxes):
             self._blend_box(frame, face.inverse, colour8, alpha8, box, grain)
@@ -160,16 +165,7 @@ class BlendStage:
         grey = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_BGR2GRAY).astype(np.float32)
         seen = grain_level(high_pass(grey), visible)
         own = grain_level(high_pass(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY).astype(np.float32)), filled)
-        return self.settings.grain * float(np.sqrt(max(seen * seen - own * own, 0.0)))
-
-    def _grain_field(self, shape) -> np.ndarray:
-        """The grain tile repeated over the frame and one tile more (any offset fits)."""
-        height, width = shape[:2]
-        field = self._grain_fields.get((height, width))
-        if field is None:
-            self._grain_fields = {(height, width): (field := np.tile(
-                self._grain_tile, (height // GRAIN_TILE + 2, width // GRAIN_TILE + 2)))}
-        return field
+        return self.settings.grain * min(float(np.sqrt(max(seen * seen - own * own, 0.0))), GRAIN_MOST)
 
     def _blend_box(self, frame: Frame, inverse: np.ndarray, colour8: np.ndarray, alpha8: np.ndarray, box,
                    grain: float = 0.0) -> None:
@@ -180,9 +176,9 @@ class BlendStage:
         colour = cv2.warpAffine(colour8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.warpAffine(alpha8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         if grain > 0:
-            noise = self._grain_field(frame.image.shape)
             dy, dx = self._grain_offset
-            noise = noise[y0 + dy:y1 + dy, x0 + dx:x1 + dx, None] * np.float32(grain)
+            noise = (self._grain_tile.take(np.arange(y0 + dy, y1 + dy), axis=0, mode="wrap")
+                     .take(np.arange(x0 + dx, x1 + dx), axis=1, mode="wrap")[..., None] * np.float32(grain))
             colour = np.clip(colour + noise + np.float32(0.5), 0, 255).astype(np.uint8)
         alpha = cv2.merge([alpha, alpha, alpha])
         region = frame.image[y0:y1, x0:x1]

@@ -54,6 +54,7 @@ class TrackStage:
         # Our own finder (deocc_live.finder.FaceFinder), asked when every MediaPipe look found
         # nothing, while ``settings.finder`` (read each frame; no settings: always) is on.
         self._finder, self.settings = finder, settings
+        self._by_finder = False  # the faces last found came from the finder
         self.landmarker = FaceLandmarks(model_path, max_faces=max_faces, video=True)
         # Covered faces are easy to miss in a whole frame: a second look at a closer region
         # (where the face was last seen, else the frame's centre) finds about half of those misses.
@@ -97,10 +98,16 @@ class TrackStage:
         found = self._distinct(found)
         if len(found) and self._since_seen > 0:
             found = self._confirmed(frame.image, found)  # a face not seen in the last frame: a new track
-        if len(found) == 0 and not held and self.finder is not None and self._since_seen % 5 == 4:
-            # Our finder, on every fifth frame without a face (about 25 ms at 720p); its windows
-            # agreeing are its confirmation.
+        by_finder = False
+        if (len(found) == 0 and not held and self.finder is not None
+                and (self._since_seen % 5 == 4 or (self._by_finder and self._since_seen == 0))):
+            # Our finder (about 25 ms at 720p): on every fifth frame without a face, and on every
+            # frame after it found one that MediaPipe still misses. Its windows agreeing are its
+            # confirmation.
             found = self.finder.find(frame.image, self.max_faces, SCAN)
+            by_finder = len(found) > 0
+        if not held:
+            self._by_finder = by_finder
         if len(found):
             xy = found[0]
             self._last_box = (float(xy[:, 0].mean()), float(xy[:, 1].mean()), float(np.ptp(xy[:, 0])))
