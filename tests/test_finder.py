@@ -153,3 +153,15 @@ def test_a_stream_finds_the_missed_face_within_five_frames_and_follows_it():
     assert len({f[0].track_id for f in faces[4:]}) == 1
     nose = [f[0].landmarks[1] for f in faces[4:]]
     assert nose[-1][0] - nose[0][0] > 8  # it followed the drift (2 px a frame to the right)
+
+
+def test_a_damaged_finder_file_is_reported_and_faces_are_still_found(tmp_path, monkeypatch):
+    from deocc_live.pipeline import Pipeline
+    from deocc_live.stages.capture import MemorySource
+
+    (tmp_path / FINDER).write_bytes(b"not an onnx file")
+    monkeypatch.setenv("DEOCC_ASSETS", str(tmp_path))  # looked in first
+    pipeline = Pipeline(MemorySource([background((320, 240))]), None, str(LANDMARKER), [])
+    assert pipeline.track.finder is None
+    assert any("finder not loaded" in message for message in pipeline.errors)
+    pipeline.track.close()
