@@ -45,9 +45,12 @@ def edge_fade(size: int, width: float = 0.06) -> np.ndarray:
 
 
 class BlendStage:
-    def __init__(self, settings: LiveSettings | None = None, colour_match: bool = True, grow: float = 0.016):
+    def __init__(self, settings: LiveSettings | None = None, colour_match: bool = True, grow: float = 0.024):
         self.settings = settings or LiveSettings()  # feather (blur of the mask, crop widths), show_mask
-        self.grow = grow                  # dilation of the mask, in crop widths
+        # Dilation of the mask, in crop widths (3 px of 128): an occluder's rim the mask head
+        # half-sees goes too. On 180 validation scenes 0.024 against 0.016: SSIM 0.688 -> 0.692
+        # (glasses 0.643 -> 0.655), recall 0.966 -> 0.967, PSNR the same.
+        self.grow = grow
         self.colour_match = colour_match
         self._fade: dict[int, np.ndarray] = {}
         self._grain_tile = grain_tile()
