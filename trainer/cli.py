@@ -170,40 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="deocc-train", description="Train deocc-live's generator.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    synth = sub.add_parser("synth", help="write aligned training pairs from faces and occluders")
-    _add_dataclass_options(synth, SynthConfig)
-    synth.set_defaults(handler=cmd_synth)
-
-    misalign = sub.add_parser("misalign", help="record how the app's crops move when landmarks come from covered "
-                                               "faces (fit replays these errors)")
-    _add_dataclass_options(misalign, MisalignConfig)
-    misalign.set_defaults(handler=cmd_misalign)
-
-    fit = sub.add_parser("fit", help="train the generator")
-    _add_dataclass_options(fit, FitConfig)
-    fit.set_defaults(handler=cmd_fit)
-
-    evaluate = sub.add_parser("eval", help="metrics on the test split: input, Telea, ours")
-    _add_dataclass_options(evaluate, EvalConfig)
-    evaluate.set_defaults(handler=cmd_eval)
-
-    e2e = sub.add_parser("e2e", help="quality as a user meets it: whole test-split pictures through the app, "
-                                     "occluders placed as the trainer never does, a clip and real photos")
-    _add_dataclass_options(e2e, EndToEndConfig)
-    e2e.set_defaults(handler=cmd_e2e)
-
-    memory = sub.add_parser("memory-eval", help="the face memory on test-split clips (a face seen uncovered, "
-                            "then covered): covered-face quality with and without it")
-    _add_dataclass_options(memory, MemoryEvalConfig)
-    memory.set_defaults(handler=cmd_memory_eval)
-
-    finder_labels = sub.add_parser("finder-labels", help="MediaPipe's five points on real masked photos (the finder's labels)")
-    _add_dataclass_options(finder_labels, FinderLabelsConfig)
-    finder_labels.set_defaults(handler=cmd_finder_labels)
-
-    finder = sub.add_parser("finder", help="train the finder: the app's own detector of covered faces MediaPipe misses")
-    _add_dataclass_options(finder, FinderConfig)
-    finder.set_defaults(handler=cmd_finder)
+    # The commands whose options are a config dataclass: (name, help, config, handler).
+    for name, text, config, handler in (
+        ("synth", "write aligned training pairs from faces and occluders", SynthConfig, cmd_synth),
+        ("misalign", "record how the app's crops move when landmarks come from covered faces (fit replays "
+                     "these errors)", MisalignConfig, cmd_misalign),
+        ("fit", "train the generator", FitConfig, cmd_fit),
+        ("eval", "metrics on the test split: input, Telea, ours", EvalConfig, cmd_eval),
+        ("e2e", "quality as a user meets it: whole test-split pictures through the app, occluders placed as "
+                "the trainer never does, a clip and real photos", EndToEndConfig, cmd_e2e),
+        ("memory-eval", "the face memory on test-split clips (a face seen uncovered, then covered): "
+                        "covered-face quality with and without it", MemoryEvalConfig, cmd_memory_eval),
+        ("finder-labels", "MediaPipe's five points on real masked photos (the finder's labels)", FinderLabelsConfig,
+         cmd_finder_labels),
+        ("finder", "train the finder: the app's own detector of covered faces MediaPipe misses", FinderConfig,
+         cmd_finder),
+    ):
+        command = sub.add_parser(name, help=text)
+        _add_dataclass_options(command, config)
+        command.set_defaults(handler=handler)
 
     export = sub.add_parser("export", help="checkpoint -> ONNX with metadata, parity-checked")
     export.add_argument("--ckpt", required=True, help="training checkpoint (its EMA weights are exported)")
