@@ -16,8 +16,9 @@ COLOUR_PULL = np.array([0.3, 0.6, 0.6], np.float32)  # L, a, b: how far the fill
 
 
 GRAIN_SCALE = 0.7  # pixels: what a Gaussian of this width leaves is grain (finer than any shape of a face)
-GRAIN_TILE = 256   # side of the noise tile the grain is read from, at a new offset each frame
+GRAIN_TILE = 256   # side of the noise tile the grain is read from (repeated)
 GRAIN_MOST = 10.0  # grey levels: the most grain added (a textured or blocky face is not matched beyond it)
+GRAIN_EVERY = 10   # frames of a stream between two measurements of a face's grain
 
 
 def high_pass(grey: np.ndarray) -> np.ndarray:
@@ -54,8 +55,7 @@ class BlendStage:
         self.colour_match = colour_match
         self._fade: dict[int, np.ndarray] = {}
         self._grain_tile = grain_tile()
-        self._rng = np.random.default_rng(0)
-        self._grain_offset = (0, 0)
+        self._grain_levels: dict[int, tuple[int, float]] = {}  # track id -> (frame index, grain level)
 
     def mask_for(self, occlusion: np.ndarray) -> np.ndarray:
         size = occlusion.shape[0]
@@ -78,12 +78,13 @@ class BlendStage:
         """Paints each face's covered part into ``frame.image`` in place (the pixels it replaces
         go to ``frame.before``): the whole frame is never copied or read."""
         if enabled:
-            # New grain each frame of a stream; a still's is its own (the same whatever came before).
-            self._grain_offset = (0, 0) if frame.still else tuple(int(v) for v in self._rng.integers(0, GRAIN_TILE, 2))
             faces = [face for face in frame.faces if face.restored is not None and face.inverse is not None]
             # Every face is read (its colour, its grain) before any is painted: faces may overlap.
             for painted in [self._prepare(frame, face) for face in faces]:
                 self._paint(frame, *painted)
+            if not frame.still:  # tracks that ended are forgotten
+                present = {face.track_id for face in faces}
+                self._grain_levels = {k: v for k, v in self._grain_levels.items() if k in present}
         frame.output = frame.image
         return frame
 
@@ -126,7 +127,16 @@ class BlendStage:
             mask = np.maximum(mask, (mask > 0.01) * np.float32(0.5))
         alpha8 = cv2.convertScaleAbs(mask, alpha=255.0)  # rounds: below half a level counts as 0
         colour8 = cv2.convertScaleAbs(np.maximum(restored, 0), alpha=255.0)  # saturates at 255
-        grain = self._grain(frame.image, face, colour8, alpha8) if not self.settings.show_mask else 0.0
+        grain = 0.0
+        if self.settings.grain > 0 and not self.settings.show_mask:
+            # A stream's face is measured again every GRAIN_EVERY frames (its light and the
+            # camera's noise change slowly); a still on its own.
+            cached = None if frame.still else self._grain_levels.get(face.track_id)
+            if cached is None or not 0 <= frame.index - cached[0] < GRAIN_EVERY:
+                cached = (frame.index, self._grain(frame.image, face, colour8, alpha8))
+                if not frame.still:
+                    self._grain_levels[face.track_id] = cached
+            grain = self.settings.grain * cached[1]
         return face, colour8, alpha8, grain
 
     def _paint(self, frame: Frame, face, colour8: np.ndarray, alpha8: np.ndarray, grain: float) -> None:
@@ -138,18 +148,16 @@ class BlendStage:
         boxes = [box for box in (align.crop_box(face.inverse, alpha8.shape[0], frame.image.shape, 1, part)
                                  for part in parts) if box is not None]
         for box in _merged(boxes):
-            self._blend_box(frame, face.inverse, colour8, alpha8, box, grain)
+            self._blend_box(frame, face.inverse, colour8, alpha8, box, grain, face.landmarks[FACE_OVAL].mean(axis=0))
 
     def _grain(self, image: np.ndarray, face, colour8: np.ndarray, alpha8: np.ndarray) -> float:
-        """The grain to add to the fill: what the visible face shows in the camera's pixels (inside
-        its outline, not covered) beyond what the fill has, times the ``grain`` setting. The
+        """The grain to add to the fill (before the ``grain`` setting): what the visible face shows
+        in the camera's pixels (inside its outline, not covered) beyond what the fill has. The
         generator's fill, drawn at 128 px and enlarged, is smoother than the camera's picture
         around it, and looks pasted on. On 180 validation scenes the sharpness ratio where the app
         acted went from 0.51 to 0.75 (Telea 0.82), PSNR 18.32 dB unchanged, SSIM 0.678 to 0.677;
         about 1.4 ms a face at 720p. This is grain, not detail: lips and nostrils are as soft as
         before."""
-        if self.settings.grain <= 0:
-            return 0.0
         height, width = image.shape[:2]
         outline = face.landmarks[FACE_OVAL]
         x0, y0 = np.maximum(np.floor(outline.min(axis=0)).astype(int), 0)
@@ -168,10 +176,10 @@ class BlendStage:
         grey = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_BGR2GRAY).astype(np.float32)
         seen = grain_level(high_pass(grey), visible)
         own = grain_level(high_pass(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY).astype(np.float32)), filled)
-        return self.settings.grain * min(float(np.sqrt(max(seen * seen - own * own, 0.0))), GRAIN_MOST)
+        return min(float(np.sqrt(max(seen * seen - own * own, 0.0))), GRAIN_MOST)
 
     def _blend_box(self, frame: Frame, inverse: np.ndarray, colour8: np.ndarray, alpha8: np.ndarray, box,
-                   grain: float = 0.0) -> None:
+                   grain: float = 0.0, face_centre=(0.0, 0.0)) -> None:
         x0, y0, x1, y1 = box
         matrix = inverse.copy()
         matrix[:, 2] -= (x0, y0)
@@ -179,7 +187,11 @@ class BlendStage:
         colour = cv2.warpAffine(colour8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.warpAffine(alpha8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         if grain > 0:
-            dy, dx = self._grain_offset
+            # The grain is pinned to the face's centre: still on a still face (no shimmer the
+            # camera does not have), moving with a moving one, the same for a picture whatever
+            # came before it.
+            centre = np.round(face_centre).astype(int)
+            dy, dx = -int(centre[1]), -int(centre[0])
             noise = (self._grain_tile.take(np.arange(y0 + dy, y1 + dy), axis=0, mode="wrap")
                      .take(np.arange(x0 + dx, x1 + dx), axis=1, mode="wrap")[..., None] * np.float32(grain))
             colour = np.clip(colour + noise + np.float32(0.5), 0, 255).astype(np.uint8)
