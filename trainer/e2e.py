@@ -514,7 +514,7 @@ def acted_on_face(image: np.ndarray, frame) -> bool:
     90.8% per face."""
     changed = np.abs(frame.output.astype(np.int16) - image.astype(np.int16)).max(axis=2) > 12
     for face in frame.faces:
-        inside = face_outline_region(face.landmarks, image.shape).astype(bool)
+        inside = face_region(face.landmarks, image.shape)
         if inside.any() and changed[inside].mean() > REAL_ACTED_SHARE:
             return True
     return False

@@ -321,11 +321,12 @@ def export(model: Finder, face: np.ndarray, path: Path, about: dict) -> None:
 
 
 def label_real(config) -> dict:
-    """MediaPipe's five points on each real photo (a quarter of a border around it, as `synth`
-    gives its faces): the finder's labels for real covers. Written as JSON, atomically."""
+    """MediaPipe's five points on each real photo (with the border `synth` gives its faces): the
+    finder's labels for real covers. Written as JSON, atomically."""
     from deocc_live.landmark_model import resolve
     from deocc_live.landmarks import FaceLandmarks
     from engines.atomic import atomic_write_bytes
+    from trainer.synth import with_border
     from trainer.util import progress
 
     root = Path(config.real)
@@ -338,8 +339,7 @@ def label_real(config) -> dict:
             picture = cv2.imread(str(path))
             if picture is None:
                 continue
-            pad = max(picture.shape[:2]) // 4
-            padded = cv2.copyMakeBorder(picture, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            padded, pad = with_border(picture)
             labels[path.relative_to(root).as_posix()] = [np.round(five_points(f - pad), 2).tolist()
                                                          for f in landmarker.detect(padded)]
     atomic_write_bytes(Path(config.out), json.dumps(labels).encode())

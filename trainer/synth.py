@@ -49,6 +49,13 @@ def _init_worker(config: SynthConfig, model_path: str) -> None:
     _worker["config"] = config
 
 
+def with_border(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """(the picture with a replicated border a quarter of its size wide, that width): tight crops
+    leave MediaPipe's detector no context."""
+    pad = max(image.shape[:2]) // 4
+    return cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE), pad
+
+
 def _process(item: tuple[str, str]) -> tuple[str, str]:
     """One face -> its pairs on disk. Returns (key, status)."""
     key, path = item
@@ -56,9 +63,7 @@ def _process(item: tuple[str, str]) -> tuple[str, str]:
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         return key, "unreadable"
-    # Tight crops leave the detector no context: give it a border.
-    pad = max(image.shape[:2]) // 4
-    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    padded, _pad = with_border(image)
     found = _worker["landmarks"].detect(padded)
     if len(found) == 0:
         return key, "no_face"

@@ -164,15 +164,11 @@ class BlendStage:
         x1, y1 = np.minimum(np.ceil(outline.max(axis=0)).astype(int) + 1, (width, height))
         if x1 - x0 < 16 or y1 - y0 < 16:
             return 0.0
-        matrix = face.inverse.copy()
-        matrix[:, 2] -= (x0, y0)
-        size = (int(x1 - x0), int(y1 - y0))
-        alpha = cv2.warpAffine(alpha8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        colour, alpha = _warped(face.inverse, colour8, alpha8, (int(x0), int(y0), int(x1), int(y1)))
         inside = face_outline_region(face.landmarks - np.float32([x0, y0]), alpha.shape).astype(bool)
         visible, filled = inside & (alpha == 0), alpha > 127
         if np.count_nonzero(visible) < 64 or np.count_nonzero(filled) < 16:
             return 0.0
-        colour = cv2.warpAffine(colour8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         grey = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_BGR2GRAY).astype(np.float32)
         seen = grain_level(high_pass(grey), visible)
         own = grain_level(high_pass(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY).astype(np.float32)), filled)
@@ -181,11 +177,7 @@ class BlendStage:
     def _blend_box(self, frame: Frame, inverse: np.ndarray, colour8: np.ndarray, alpha8: np.ndarray, box,
                    grain: float = 0.0, face_centre=(0.0, 0.0)) -> None:
         x0, y0, x1, y1 = box
-        matrix = inverse.copy()
-        matrix[:, 2] -= (x0, y0)
-        size = (x1 - x0, y1 - y0)
-        colour = cv2.warpAffine(colour8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        alpha = cv2.warpAffine(alpha8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        colour, alpha = _warped(inverse, colour8, alpha8, box)
         if grain > 0:
             # The grain is pinned to the face's centre: still on a still face (no shimmer the
             # camera does not have), moving with a moving one, the same for a picture whatever
@@ -202,6 +194,17 @@ class BlendStage:
         # stays exactly as it was.
         painted = cv2.multiply(colour, alpha, scale=1 / 255)
         region[...] = cv2.add(painted, cv2.multiply(region, cv2.bitwise_not(alpha), scale=1 / 255))
+
+
+def _warped(inverse: np.ndarray, colour8: np.ndarray, alpha8: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+    """The crop's colour and mask warped into the frame's box (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    matrix = inverse.copy()
+    matrix[:, 2] -= (x0, y0)
+    size = (x1 - x0, y1 - y0)
+    colour = cv2.warpAffine(colour8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(alpha8, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return colour, alpha
 
 
 def _merged(boxes: list) -> list:
