@@ -142,6 +142,28 @@ def test_a_remembered_face_fills_the_cover_and_the_switch_turns_it_off(face_part
     assert face.memory == 0 and np.all(face.restored == 0.5) and not stage.notes()  # off: forgotten
 
 
+def test_what_the_memory_did_not_see_is_painted_in_near_its_edge(face_parts):
+    """The mask head took a strip at the chin for a cover while the face was clean (a collar, a
+    shadow): the memory has a hole there. Covered later, the hole comes from the memory painted
+    in from around it, not from the generator (its grey here); with no reach it is the grey."""
+    hole = (slice(104, 112), slice(50, 78))
+    truth = warp_crop(face_parts[0], face_parts[2], 128)[hole].astype(np.float32) / 255
+    results = {}
+    for reach in (0.2, 1e-6):
+        stage = FaceMemoryStage(LiveSettings(), fade_frames=1, hole_reach=reach)
+        for index in range(4):
+            face = _face(face_parts, False, new=index == 0)
+            face.occlusion[hole] = 1.0  # mistaken for a cover; the crop is the face there
+            stage(_frame([face]))
+        face = _face(face_parts, True)
+        stage(_frame([face]))
+        assert face.memory == 1.0
+        results[reach] = face.restored[hole]
+    painted, grey = np.abs(results[0.2] - truth).mean(), np.abs(0.5 - truth).mean()
+    assert painted < 0.6 * grey  # a lip and chin painted in from around them, not a copy
+    assert np.allclose(results[1e-6], 0.5, atol=0.01)
+
+
 def test_talking_and_a_new_mouth_fall_back_to_the_generator(face_parts):
     stage = FaceMemoryStage(LiveSettings())
     for index in range(4):

@@ -6,8 +6,10 @@ openings. When the face is covered, the remembered crop closest in pose and mout
 current landmarks (a similarity in aligned space) and to the current light (a smooth per-channel
 gain read where the face is visible now), and it restores the face where it agrees with what is
 visible around the cover; the generator's face is used where it does not, and the switch between
-the two fades over a few frames. Memories live in memory only, and end with their track (a track
-lost for a moment and found again at the same place keeps them)."""
+the two fades over a few frames. What a memory did not see is painted in from what it saw around
+it, and used near the edge of what it saw; deeper in, the generator's face is used. Memories live
+in memory only, and end with their track (a track lost for a moment and found again at the same
+place keeps them)."""
 from __future__ import annotations
 
 from collections import deque
@@ -34,6 +36,8 @@ class Memory:
     covered: float          # share of the lower face predicted covered then (less is better)
     points: np.ndarray      # (P, 2) POSE_POINTS in aligned crop pixels
     mouth: float            # inner-lip gap over the crop size
+    filled: np.ndarray | None = None  # crop with its unseen parts painted in from around them (made when first used)
+    usable: np.ndarray | None = None  # (S, S) float32: how far the filled crop may be trusted
 
 
 @dataclass
@@ -54,7 +58,7 @@ class FaceMemoryStage:
     def __init__(self, settings: LiveSettings | None = None, slots: int = 4, fade_frames: int = 5,
                  uncovered_level: float = 0.3, covered_level: float = 0.02, steady: float = 0.01,
                  pose_limit: float = 0.035, mouth_limit: float = 0.12, talking: float = 0.04,
-                 agreement: float = 0.07, keep_lost_ms: float = 1000.0):
+                 agreement: float = 0.07, keep_lost_ms: float = 1000.0, hole_reach: float = 0.2):
         self.settings = settings or LiveSettings()
         self.slots = slots                      # memories per track
         self.fade_step = 1.0 / max(fade_frames, 1)
@@ -66,6 +70,7 @@ class FaceMemoryStage:
         self.talking = talking                  # back-and-forth of the mouth opening (crop widths, 15 frames) that means talking
         self.agreement = agreement              # median difference from the visible face around the cover
         self.keep_lost_ms = keep_lost_ms        # how long a lost track's memories wait for it to come back
+        self.hole_reach = hole_reach            # how far (crop widths) into what it did not see a memory's painted-in face is trusted
         self._tracks: dict[int, _TrackMemory] = {}
         self._regions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._now = 0.0  # the frame's time, ms
@@ -164,11 +169,11 @@ class FaceMemoryStage:
         # fitted to this frame (no stale pose shows).
         state.weight = float(np.clip(state.weight + np.clip(target - state.weight, -self.fade_step, self.fade_step), 0, 1))
         if recalled is not None:
-            state.last, (lit, valid) = recalled
+            state.last, (lit, usable) = recalled
         elif state.weight > 0 and state.last is not None:
-            lit, valid, _visible = self._fit(face, state.last, points)
+            lit, usable, _visible = self._fit(face, state.last, points)
         if state.weight > 0 and state.last is not None:
-            share = (state.weight * valid)[..., None]
+            share = (state.weight * usable)[..., None]
             face.restored = (share * lit + (1 - share) * face.restored).astype(np.float32)
         else:
             state.last = None
@@ -226,7 +231,7 @@ class FaceMemoryStage:
         talking = self._talking(state.mouths)
         if talking > self.talking:
             return None, f"talking {talking:.3f}"
-        lit, valid, visible = self._fit(face, memory, points)
+        lit, usable, visible = self._fit(face, memory, points)
         if visible.mean() < 0.05:
             return None, "too little visible"
         # Agreement where the face is visible just around the cover (the median: a rim the mask
@@ -238,15 +243,32 @@ class FaceMemoryStage:
         error = float(np.median(np.abs(lit[ring] - current[ring]).max(axis=1)))
         if error > self.agreement:
             return None, f"disagrees ({error:.3f})"
-        return (memory, (lit, valid)), f"used (pose {pose:.3f}, difference {error:.3f})"
+        return (memory, (lit, usable)), f"used (pose {pose:.3f}, difference {error:.3f})"
+
+    def _filled(self, memory: Memory) -> tuple[np.ndarray, np.ndarray]:
+        """(the memory with what it did not see painted in from what it saw around it, how far
+        that may be used: fully where it was seen, fading to nothing ``hole_reach`` crop widths
+        into what it did not see). A clean face's memory has holes too, where the mask head
+        mistook a collar or a shadow for a cover; the generator's guess there, next to a hand
+        covering it now, keeps the hand's colour, and the painted-in memory does not."""
+        if memory.filled is None:
+            size = memory.crop.shape[0]
+            hole = (memory.valid < 0.5).astype(np.uint8)
+            image = (memory.crop * 255).astype(np.uint8)
+            memory.filled = cv2.inpaint(image, hole, 3, cv2.INPAINT_TELEA).astype(np.float32) * (1 / 255)
+            distance = cv2.distanceTransform(hole, cv2.DIST_L2, 3)
+            memory.usable = np.clip(1 - distance / (self.hole_reach * size), 0, 1).astype(np.float32)
+        return memory.filled, memory.usable
 
     def _fit(self, face: Face, memory: Memory, points: np.ndarray):
-        """(the memory warped to this frame's landmarks and lit like it, where it is valid, where
-        the face is visible now)."""
+        """(the memory warped to this frame's landmarks and lit like it, where it may be used,
+        where the face is visible now)."""
         size = face.crop.shape[0]
         matrix = align.similarity(memory.points, points)
-        warped = cv2.warpAffine(memory.crop, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        filled, usable = self._filled(memory)
+        warped = cv2.warpAffine(filled, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         valid = cv2.warpAffine(memory.valid, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        usable = cv2.warpAffine(usable, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         current = face.crop.astype(np.float32) * (1 / 255)
         visible = ((face.occlusion < 0.1) & self._regions_for(size)[0]).astype(np.float32) * (valid > 0.5)
         # Light: a smooth per-channel gain, current over remembered, read where the face is visible
@@ -260,4 +282,4 @@ class FaceMemoryStage:
         gain = (cv2.GaussianBlur(now, (0, 0), sigma) / weight + 1e-3) / (cv2.GaussianBlur(then, (0, 0), sigma) / weight + 1e-3)
         gain = cv2.resize(np.clip(gain, 0.5, 2.0), (size, size), interpolation=cv2.INTER_LINEAR)
         lit = np.clip(warped * gain, 0, 1).astype(np.float32)
-        return lit, valid, visible
+        return lit, usable, visible
