@@ -90,6 +90,21 @@ def test_the_shipped_finder_finds_a_masked_face_mediapipe_misses():
     assert 0 < nose[0] < width and 0 < nose[1] < height
 
 
+def test_a_part_of_a_face_mediapipe_takes_for_a_face_gives_way_to_the_finders_face():
+    """A real masked profile: MediaPipe's looks find the ear; the finder sees the whole face
+    (left of the ear, about twice as wide), and the still gets that face."""
+    picture = cv2.imread(str(DATA / "occluded_real" / "masked_crops" / "Screenshot__256_.jpg"))
+    assert picture is not None
+    alone, helped = TrackStage(str(LANDMARKER)), TrackStage(str(LANDMARKER), finder=_shipped())
+    (ear,) = _faces(alone, picture)
+    (face,) = _faces(helped, picture)
+    alone.close()
+    helped.close()
+    width = lambda f: float(np.ptp(f.landmarks[:, 0]))
+    assert ear.landmarks[:, 0].mean() > 0.55 * picture.shape[1] and width(ear) < 0.3 * picture.shape[1]
+    assert face.landmarks[:, 0].mean() < 0.4 * picture.shape[1] and width(face) > 1.67 * width(ear)
+
+
 def test_the_finder_reports_no_face_where_there_is_none():
     track = TrackStage(str(LANDMARKER), finder=_shipped())
     pictures = [background((1280, 720), seed) for seed in range(4)]
