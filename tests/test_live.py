@@ -250,17 +250,19 @@ def test_a_run_prints_only_its_own_lines_unless_verbose(tmp_path):
 
 def test_more_faces_allowed_leaves_a_single_face_as_it_was(tmp_path):
     """--max-faces 5 on photos of one face: the same pictures as --max-faces 1 (MediaPipe can
-    report one face twice when more are allowed; both would be painted)."""
+    report one face twice when more are allowed; both would be painted; and asked for several
+    faces it places a face differently: 0_0_4.jpg's by 53 px, 268.jpg's by 11)."""
     inputs = tmp_path / "in"
     inputs.mkdir()
-    for name in ("0_0_15_copy_6.jpg", "0_0_15.jpg", "0_0_16_copy.jpg"):
+    names = ("0_0_15_copy_6.jpg", "0_0_15.jpg", "0_0_16_copy.jpg", "0_0_4.jpg", "268.jpg")
+    for name in names:
         (inputs / name).write_bytes((DATA / "occluded_real" / "masked_crops" / name).read_bytes())
     outputs = {}
     for count in (1, 5):
         outputs[count] = tmp_path / f"out{count}"
         result = deocc("--input", inputs, "--output", outputs[count], "--max-faces", count)
         assert result.returncode == 0, result.stderr[-2000:]
-    for name in ("0_0_15_copy_6.jpg", "0_0_15.jpg", "0_0_16_copy.jpg"):
+    for name in names:
         one, five = cv2.imread(str(outputs[1] / name)), cv2.imread(str(outputs[5] / name))
         assert np.array_equal(one, five), name
         assert not np.array_equal(one, cv2.imread(str(inputs / name)))  # the face was restored
