@@ -158,6 +158,26 @@ def test_eval_reports_three_rows(tiny_run, tiny_pairs, tmp_path):
     assert grid.shape[1] == 4 * 128
 
 
+def test_the_card_says_what_the_last_stretch_trained_with(tiny_run, tiny_pairs, tiny_onnx, tmp_path):
+    """The card is written by export from the checkpoint and an eval report; a last stretch
+    without the adversarial term says so instead of "0.0·adversarial"."""
+    evaluated = _train("eval", "--data", str(tiny_pairs), "--model", str(tiny_run / "last.ckpt"), "--split", "train",
+                       "--out", str(tmp_path), "--limit", "4")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    result = _train("export", "--ckpt", str(tiny_run / "last.ckpt"), "--onnx", str(tmp_path / "g.onnx"),
+                    "--eval-report", str(tmp_path / "eval.json"), "--card", str(tmp_path / "CARD.md"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    card = (tmp_path / "CARD.md").read_text()
+    state = checkpoint.load(tiny_run / "last.ckpt")
+    assert f"{state['config']['adv']}·adversarial" in card and "6 steps of batch 4" in card
+    from trainer.card import write_card
+
+    state["config"]["adv"] = 0.0
+    write_card(state, json.loads((tmp_path / "eval.json").read_text()), tmp_path / "g.onnx", tmp_path / "CARD0.md")
+    card = (tmp_path / "CARD0.md").read_text()
+    assert "no adversarial term" in card and "·adversarial" not in card
+
+
 def test_export_matches_torch_and_carries_metadata(tiny_run, tiny_onnx):
     import onnx
 

@@ -43,8 +43,9 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         f"{state['step']:,} steps of batch {config['batch']} ({state['step'] * config['batch']:,} samples), "
         f"{hours:.2f} h of training time on a 2-core CPU (bf16 autocast, channels-last). Loss "
         f"{config['rec']}·L1 (×{1 + config['hole']:.0f} where covered) + {config['ssim']}·(1 − SSIM) + "
-        f"{config['adv']}·adversarial (PatchGAN-style DCGAN discriminator from step {config['adv_start']:,}) + "
-        f"{config['mask']}·(BCE + Tversky, misses weighted {config.get('recall', 0.5)}) on the mask; Adam lr "
+        + (f"{config['adv']}·adversarial (PatchGAN-style DCGAN discriminator from step {config['adv_start']:,}) + "
+           if config['adv'] else "no adversarial term (the discriminator off) + ")
+        + f"{config['mask']}·(BCE + Tversky, misses weighted {config.get('recall', 0.5)}) on the mask; Adam lr "
         f"{config['lr']} (the loss weights and rates of the last stretch of training: a run resumed with "
         "`--resume` may change them, see the README); the exported weights are the EMA "
         f"({config['ema']}). Trainer commit `{state.get('trainer_commit', 'unknown')}`.",
