@@ -72,7 +72,7 @@ class FitConfig:
 class EvalConfig:
     data: str = required("pairs folder written by `deocc-train synth`")
     model: str = required("generator to score: .onnx, .pt or a training checkpoint")
-    out: str = option("", "folder for eval.json, eval.md and the picture grid (default: print only)")
+    out: str = option("", "folder for eval.json, eval.md and the picture grid (default: an eval folder beside the model)")
     split: str = option("test", "split to score", choices=("train", "validation", "test"))
     limit: int = option(0, "score only the first N pairs (0: all)", 0)
     batch: int = option(32, "crops per generator call", 1, 4096)
