@@ -96,10 +96,12 @@ def test_a_part_of_a_face_mediapipe_takes_for_a_face_gives_way_to_the_finders_fa
     picture = cv2.imread(str(DATA / "occluded_real" / "masked_crops" / "Screenshot__256_.jpg"))
     assert picture is not None
     alone, helped = TrackStage(str(LANDMARKER)), TrackStage(str(LANDMARKER), finder=_shipped())
-    (ear,) = _faces(alone, picture)
-    (face,) = _faces(helped, picture)
-    alone.close()
-    helped.close()
+    try:
+        (ear,) = _faces(alone, picture)
+        (face,) = _faces(helped, picture)
+    finally:
+        alone.close()
+        helped.close()
     width = lambda f: float(np.ptp(f.landmarks[:, 0]))
     assert ear.landmarks[:, 0].mean() > 0.55 * picture.shape[1] and width(ear) < 0.3 * picture.shape[1]
     assert face.landmarks[:, 0].mean() < 0.4 * picture.shape[1] and width(face) > 1.67 * width(ear)

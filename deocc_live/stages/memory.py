@@ -27,6 +27,8 @@ from deocc_live.stages import align
 # MediaPipe only guesses the jaw, the nose tip and the lips.
 POSE_POINTS = (33, 133, 362, 263, 70, 105, 107, 336, 334, 300, 168, 6, 197, 234, 454, 10, 151)
 UPPER_LIP, LOWER_LIP = 13, 14
+# Mean difference (0-1) above which a memory's unseen part counts as changed since it was kept.
+CHANGED = 0.08
 
 
 @dataclass
@@ -218,7 +220,7 @@ class FaceMemoryStage:
         return float(np.linalg.norm(memory.points - points, axis=1).mean()) / size + abs(memory.mouth - mouth)
 
     def _recall(self, face: Face, state: _TrackMemory, points, mouth, covered):
-        """((the memory, (it fitted to this frame, where it is valid)), note), or (None, the
+        """((the memory, (it fitted to this frame, where it may be used)), note), or (None, the
         reason) when none fits: the pose, the mouth, talking, or what is visible around the cover
         disagrees with it."""
         size = face.crop.shape[0]
@@ -257,7 +259,7 @@ class FaceMemoryStage:
             image = (memory.crop * 255).astype(np.uint8)
             memory.filled = cv2.inpaint(image, hole, 3, cv2.INPAINT_TELEA).astype(np.float32) * (1 / 255)
             distance = cv2.distanceTransform(hole, cv2.DIST_L2, 3)
-            memory.usable = np.clip(1 - distance / (self.hole_reach * size), 0, 1).astype(np.float32)
+            memory.usable = np.clip(1 - distance / max(self.hole_reach * size, 1e-6), 0, 1).astype(np.float32)
         return memory.filled, memory.usable
 
     def _fit(self, face: Face, memory: Memory, points: np.ndarray):
@@ -282,4 +284,11 @@ class FaceMemoryStage:
         gain = (cv2.GaussianBlur(now, (0, 0), sigma) / weight + 1e-3) / (cv2.GaussianBlur(then, (0, 0), sigma) / weight + 1e-3)
         gain = cv2.resize(np.clip(gain, 0.5, 2.0), (size, size), interpolation=cv2.INTER_LINEAR)
         lit = np.clip(warped * gain, 0, 1).astype(np.float32)
+        if float(usable.min()) < 1.0:
+            # Painted in only where the picture changed since: where the memory's hole still shows
+            # what it showed then (the same cover, held still), it knows nothing the generator
+            # does not, and the generator fills it.
+            then = cv2.warpAffine(memory.crop, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            change = cv2.GaussianBlur(np.abs(current - then * gain).max(axis=2), (0, 0), 0.02 * size)
+            usable = np.maximum(valid, usable * np.clip((change - CHANGED / 2) / (CHANGED / 2), 0, 1))
         return lit, usable, visible
