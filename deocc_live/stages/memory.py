@@ -7,7 +7,8 @@ current landmarks (a similarity in aligned space) and to the current light (a sm
 gain read where the face is visible now), and it restores the face where it agrees with what is
 visible around the cover; the generator's face is used where it does not, and the switch between
 the two fades over a few frames. What a memory did not see is painted in from what it saw around
-it, and used near the edge of what it saw; deeper in, the generator's face is used. Memories live
+it, and used near the edge of what it saw where the picture has changed since; deeper in, and
+under a cover held still since, the generator's face is used. Memories live
 in memory only, and end with their track (a track lost for a moment and found again at the same
 place keeps them)."""
 from __future__ import annotations
