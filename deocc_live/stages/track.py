@@ -34,6 +34,11 @@ def _width(landmarks: np.ndarray) -> float:
     return float(np.ptp(landmarks[:, 0]))
 
 
+def _farther_than(one: np.ndarray, other: np.ndarray, widths: float) -> bool:
+    """Two faces' centres are more than ``widths`` of the wider one's width apart."""
+    return float(np.linalg.norm(one.mean(axis=0) - other.mean(axis=0))) > widths * max(_width(one), _width(other))
+
+
 def _part_of(part: np.ndarray, face: np.ndarray, anywhere: bool) -> bool:
     """``part`` gives way to ``face``: under 1 / PART_OF_FACE of its width, and (unless
     ``anywhere``) centred within 1.5 of its widths, where it is likely a part of it (an ear,
@@ -143,7 +148,7 @@ class TrackStage:
             self._by_finder = by_finder
         if len(found):
             xy = found[0]
-            self._last_box = (float(xy[:, 0].mean()), float(xy[:, 1].mean()), float(np.ptp(xy[:, 0])))
+            self._last_box = (float(xy[:, 0].mean()), float(xy[:, 1].mean()), _width(xy))
             self._since_seen = 0
         else:
             self._since_seen += 1
@@ -230,9 +235,7 @@ class TrackStage:
             return more
         # Another face: its centre further from each of the first faces than 0.8 of the wider's
         # width (the same face found again can be shifted by half its width).
-        others = [face for face in more
-                  if all(float(np.linalg.norm(face.mean(axis=0) - one.mean(axis=0))) > 0.8 * max(_width(face), _width(one))
-                         for one in first)]
+        others = [face for face in more if all(_farther_than(face, one, 0.8) for one in first)]
         return np.concatenate([first, np.asarray(others, np.float32).reshape(-1, *first.shape[1:])])[:self.max_faces]
 
     def _still_looks(self, image: np.ndarray):
@@ -317,9 +320,7 @@ class TrackStage:
         twice, shifted and smaller, and both would be painted over each other."""
         kept = []
         for landmarks in found:
-            centre, width = landmarks.mean(axis=0), float(np.ptp(landmarks[:, 0]))
-            if all(np.linalg.norm(centre - other.mean(axis=0)) > 0.5 * max(width, float(np.ptp(other[:, 0])))
-                   for other in kept):
+            if all(_farther_than(landmarks, other, 0.5) for other in kept):
                 kept.append(landmarks)
         return np.stack(kept) if kept else found
 
@@ -335,7 +336,7 @@ class TrackStage:
         return np.stack(kept).astype(np.float32) if kept else np.zeros((0, 478, 2), np.float32)
 
     def _found_again(self, image: np.ndarray, landmarks: np.ndarray, span: float, mirrored: bool) -> bool:
-        width = float(np.ptp(landmarks[:, 0]))
+        width = _width(landmarks)
         if width < 4:
             return False
         side = span * width
@@ -393,7 +394,7 @@ class TrackStage:
         kept = []
         for landmarks in found:
             centre = landmarks.mean(axis=0)
-            scale = float(np.ptp(landmarks[:, 0])) or 1.0
+            scale = _width(landmarks) or 1.0
             best = min(unused, key=lambda t: np.linalg.norm(t.centre - centre), default=None)
             new = best is None or np.linalg.norm(best.centre - centre) > 0.5 * scale
             if new:
