@@ -300,3 +300,58 @@ def test_no_scratch_files_are_committed():
 def test_trainer_options_out_of_range_are_one_line_errors(args, message):
     result = _train("fit", "--data", "x", "--out", "y", *args, timeout=60)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_the_detail_loss_asks_for_the_truths_detail_where_covered():
+    """A blurred fill costs more than the truth itself, and a sharp fill with its detail moved a
+    few pixels costs less than a blurred one (L1 prefers the blur); outside the covered region
+    nothing counts."""
+    from trainer.losses import LossWeights, generator_loss, local_detail
+
+    faces = sorted((DATA / "faces" / "utkface").glob("*.jpg"))[:4]
+    truth = torch.stack([torch.from_numpy(cv2.resize(cv2.imread(str(p)), (128, 128))).permute(2, 0, 1).float()
+                         for p in faces]) / 127.5 - 1
+    covered = torch.zeros(len(faces), 1, 128, 128)
+    covered[..., 70:120, 30:100] = 1
+    blurred = torch.nn.functional.avg_pool2d(truth, 5, 1, 2)
+    moved = torch.roll(truth, shifts=(2, 2), dims=(2, 3))
+    occlusion = covered.clone()
+
+    def parts(restored, weight=30.0):
+        return generator_loss(restored, occlusion, truth, covered, LossWeights(detail=weight))[1]
+
+    assert parts(truth)["detail"] == pytest.approx(0.0, abs=1e-6)
+    assert parts(blurred)["detail"] > 2 * parts(moved)["detail"] > 0
+    assert (blurred - truth).abs().mean() < (moved - truth).abs().mean()  # what L1 alone would prefer
+    assert "detail" not in parts(blurred, weight=0.0)
+    assert local_detail(truth).shape == (len(faces), 1, 128, 128)
+    outside = truth.clone()
+    outside[..., :60, :] = blurred[..., :60, :]  # blurred only where nothing was covered
+    assert parts(outside)["detail"] < 0.05 * parts(blurred)["detail"]
+
+
+def test_printed_masks_are_painted_inside_the_mask_only_and_deterministic():
+    """Some face masks carry a print (a mouth, bold shapes): its pixels lie inside the mask, the
+    occlusion mask is the mask's own, and the same seed draws the same print."""
+    from deocc_live.landmarks import FaceLandmarks
+    from media import LANDMARKER
+    from trainer import occluders
+
+    bank = occluders.OccluderBank.load(DATA / "occluders", "train")
+    face = cv2.resize(cv2.imread(str(sorted((DATA / "faces" / "utkface").glob("*.jpg"))[0])), (128, 128))
+    with FaceLandmarks(LANDMARKER) as finder:
+        landmarks = finder.detect(face)[0]
+    printed = 0
+    for seed in range(12):
+        rgb, alpha = bank._face_mask(landmarks, 128, np.random.default_rng(seed))
+        drawn = occluders._printed(rgb, alpha, face, landmarks, np.random.default_rng(seed))
+        assert np.array_equal(drawn, occluders._printed(rgb, alpha, face, landmarks, np.random.default_rng(seed)))
+        changed = np.abs(drawn - rgb).max(axis=2) > 1
+        assert not changed[alpha <= 0.5].any()
+        printed += changed.sum() > 0.05 * (alpha > 0.5).sum()
+    assert printed >= 10
+    bank.printed = 1.0
+    rgb, alpha = bank._draw("face_mask", landmarks, 128, np.random.default_rng(5), face)
+    plain_rgb, plain_alpha = bank._face_mask(landmarks, 128, np.random.default_rng(5))
+    assert np.array_equal(alpha, plain_alpha)
+    assert np.abs(rgb - plain_rgb).max() > 40

@@ -33,7 +33,9 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         f"(split by a hash of the file name), {synth.get('skipped', '?')} skipped (no face found or too small). "
         "Occluders from `../shared/data/occluders` (MaskTheFace masks, glasses, hands, cups, phones, scarves, caps) "
         "and drawn procedurally (microphones, cups, bottles, phones, hands, scarves); a fresh occluder for every "
-        f"training sample ({'online' if data.get('online_occlusion') else 'fixed pairs'}). About one cut-out or mask "
+        f"training sample ({'online' if data.get('online_occlusion') else 'fixed pairs'})"
+        + (f", {config['printed']:.0%} of face masks with a print on them (a mouth, bold shapes)" if config.get('printed') and data.get('online_occlusion') else "")
+        + ". About one cut-out or mask "
         "template in four is held back from training for the end-to-end evaluation (`trainer.occluders.held_out`). "
         "Training crops replay the crop errors measured when the landmarks come from the covered face "
         f"(`deocc-train misalign`, misalign: {config.get('misalign', 'off')}).",
@@ -45,6 +47,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         f"{config['rec']}·L1 (×{1 + config['hole']:.0f} where covered) + {config['ssim']}·(1 − SSIM) + "
         + (f"{config['adv']}·adversarial (PatchGAN-style DCGAN discriminator from step {config['adv_start']:,}) + "
            if config['adv'] else "no adversarial term (the discriminator off) + ")
+        + (f"{config['detail']}·(L1 of the local detail where covered) + " if config.get('detail') else "")
         + f"{config['mask']}·(BCE + Tversky, misses weighted {config.get('recall', 0.5)}) on the mask; Adam lr "
         f"{config['lr']} (the loss weights and rates of the last stretch of training: a run resumed with "
         "`--resume` may change them, see the README); the exported weights are the EMA "
@@ -71,7 +74,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         "```sh",
         "deocc-train synth --faces ../shared/data/faces --occluders ../shared/data/occluders --out data/pairs",
         f"deocc-train fit --data data/pairs --out runs/main --steps {state['step']} --adv-start {config['adv_start']} "
-        f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']}   # as its last stretch ran",
+        f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
+        f"--printed {config.get('printed', 0.0)}   # as its last stretch ran",
         "deocc-train eval --data data/pairs --model runs/main/last.ckpt --out runs/main/eval",
         "deocc-train misalign --out trainer/misalignment.json   # the crop errors fit replays (shipped)",
         "deocc-train export --ckpt runs/main/last.ckpt --onnx assets/deocc_gen.onnx",

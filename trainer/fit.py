@@ -62,7 +62,7 @@ def load_matching(module: torch.nn.Module, weights: dict) -> tuple[int, int]:
 
 
 LOG_COLUMNS = ["time", "step", "l1", "ssim", "mask", "adv", "d", "total", "samples_per_s", "eta_min",
-               "val_psnr", "val_hole_psnr", "val_iou"]
+               "val_psnr", "val_hole_psnr", "val_iou", "detail"]
 
 
 class Trainer:
@@ -94,6 +94,7 @@ class Trainer:
             from trainer.occluders import OccluderBank
 
             bank = OccluderBank.load(occluders)
+            bank.printed = config.printed
         from trainer import misalign
 
         self.train_set = PairDataset(config.data, "train", config.size or None, bank=bank, augment=True,
@@ -141,7 +142,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.g_train = DDP(self.generator, device_ids=ids)
             self.d_train = DDP(self.discriminator, device_ids=ids)
-        self.weights = LossWeights(config.rec, config.ssim, config.adv, config.mask, config.hole, config.recall)
+        self.weights = LossWeights(config.rec, config.ssim, config.adv, config.mask, config.hole, config.recall, config.detail)
         self.amp = autocast_dtype(config, self.device)
 
     def _occluders_from_summary(self):
@@ -267,8 +268,12 @@ class Trainer:
     def _log(self, row: dict):
         path = self.out / "log.csv"
         new = not path.is_file()
+        columns = LOG_COLUMNS
+        if not new:  # a run resumed keeps its log's columns (an older trainer's may have fewer)
+            with open(path, newline="") as handle:
+                columns = next(csv.reader(handle), None) or LOG_COLUMNS
         with open(path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS, extrasaction="ignore", restval="")
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", restval="")
             if new:
                 writer.writeheader()
             writer.writerow(row)

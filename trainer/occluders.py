@@ -78,6 +78,10 @@ class OccluderBank:
     mask_sets: list[list[MaskTemplate]] = field(default_factory=list)  # frontal/left/right sets
     textures: list[np.ndarray] = field(default_factory=list)
     cutouts: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    # Share of face masks with something printed on them: a mouth (the face's own, larger and
+    # moved: a printed-lips mask) or bold shapes (a skull, a logo). On real photos the mask head
+    # took such prints for the face and left them. `deocc-train fit --printed` sets it.
+    printed: float = 0.0
 
     @classmethod
     def load(cls, root: str | Path, subset: str = "train") -> "OccluderBank":
@@ -120,7 +124,7 @@ class OccluderBank:
         for index in range(count):
             for _attempt in range(6):
                 chosen = kind if (kind and index == 0) else _pick(rng, self._available_kinds())
-                layer = self._draw(chosen, landmarks, size, rng)
+                layer = self._draw(chosen, landmarks, size, rng, face)
                 if layer is None:
                     continue
                 rgb, alpha = layer
@@ -146,9 +150,12 @@ class OccluderBank:
                 available.pop(kind)
         return available
 
-    def _draw(self, kind, landmarks, size, rng):
+    def _draw(self, kind, landmarks, size, rng, face=None):
         if kind == "face_mask":
-            return self._face_mask(landmarks, size, rng)
+            layer = self._face_mask(landmarks, size, rng)
+            if layer is not None and face is not None and rng.random() < self.printed:
+                layer = (_printed(layer[0], layer[1], face, landmarks, rng), layer[1])
+            return layer
         if kind in ("glasses", "hat", "hand", "object"):
             return self._cutout(kind, landmarks, size, rng)
         return PROCEDURAL[kind](landmarks, size, rng)
@@ -209,6 +216,69 @@ class OccluderBank:
             angle = rng.uniform(-70, 70) if kind == "hand" else rng.uniform(-45, 45)
         rgba[..., :3] = _jitter_colour(rgba[..., :3], rng)
         return _place(rgba, centre, scale, angle, size)
+
+
+def _printed(rgb: np.ndarray, alpha: np.ndarray, face: np.ndarray, landmarks: np.ndarray, rng) -> np.ndarray:
+    """A face mask's colour (crop pixels) with a print on its front: the face's own mouth,
+    enlarged and moved (a printed-lips mask), or bold shapes in a few colours (a skull, a logo)."""
+    inside = alpha > 0.5
+    ys, xs = np.nonzero(inside)
+    if xs.size < 64:
+        return rgb
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    width, height = int(x1 - x0), int(y1 - y0)
+    ink = np.zeros(rgb.shape, np.float32)
+    cover = np.zeros(rgb.shape[:2], np.float32)
+    if rng.random() < 0.5:
+        left, right = landmarks[MOUTH[0]], landmarks[MOUTH[1]]
+        span = max(float(np.linalg.norm(right - left)), 4.0)
+        centre = (left + right) / 2
+        box = np.array([centre[0] - 0.8 * span, centre[1] - 0.45 * span, centre[0] + 0.8 * span, centre[1] + 0.45 * span])
+        box = np.clip(np.round(box).astype(int), 0, [face.shape[1], face.shape[0], face.shape[1], face.shape[0]])
+        patch = face[box[1]:box[3], box[0]:box[2]].astype(np.float32)
+        if patch.shape[0] < 3 or patch.shape[1] < 3:
+            return rgb
+        scale = rng.uniform(1.0, 1.8)
+        new_w = int(np.clip(patch.shape[1] * scale, 4, width))
+        new_h = int(np.clip(patch.shape[0] * scale, 4, height))
+        patch = cv2.resize(patch, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        if rng.random() < 0.4:  # drawn lips: bolder, redder
+            patch = np.clip((patch - patch.mean()) * 1.6 + np.array([60, 60, 190], np.float32) * 0.5 + patch.mean() * 0.5, 0, 255)
+        cx = x0 + width / 2 + rng.normal(0, 0.08) * width
+        cy = y0 + height * rng.uniform(0.45, 0.65)
+        px, py = int(round(cx - new_w / 2)), int(round(cy - new_h / 2))
+        soft = np.ones((new_h, new_w), np.float32)
+        soft = cv2.GaussianBlur(np.pad(soft, 2), (0, 0), max(new_w, new_h) * 0.08)[2:-2, 2:-2]
+        soft = np.clip(soft * 2.0, 0, 1)
+        ax0, ay0 = max(px, 0), max(py, 0)
+        ax1, ay1 = min(px + new_w, rgb.shape[1]), min(py + new_h, rgb.shape[0])
+        if ax1 <= ax0 or ay1 <= ay0:
+            return rgb
+        ink[ay0:ay1, ax0:ax1] = patch[ay0 - py:ay1 - py, ax0 - px:ax1 - px]
+        cover[ay0:ay1, ax0:ax1] = soft[ay0 - py:ay1 - py, ax0 - px:ax1 - px]
+    else:
+        palette = [rng.uniform(0, 255, 3) for _ in range(int(rng.integers(1, 4)))] + [np.full(3, 15.0), np.full(3, 240.0)]
+        for _ in range(int(rng.integers(3, 14))):
+            colour = tuple(float(c) for c in palette[rng.integers(len(palette))])
+            centre = (int(rng.uniform(x0, x1)), int(rng.uniform(y0, y1)))
+            shape = rng.integers(3)
+            extent = max(2, int(rng.uniform(0.05, 0.3) * width))
+            if shape == 0:
+                axes = (extent, max(1, int(extent * rng.uniform(0.3, 1.0))))
+                angle = float(rng.uniform(0, 180))
+                cv2.ellipse(ink, centre, axes, angle, 0, 360, colour, -1, cv2.LINE_AA)
+                cv2.ellipse(cover, centre, axes, angle, 0, 360, 1.0, -1, cv2.LINE_AA)
+            elif shape == 1:
+                end = (centre[0] + int(rng.normal(0, extent)), centre[1] + int(rng.normal(0, extent)))
+                thick = max(1, int(extent * rng.uniform(0.1, 0.4)))
+                cv2.line(ink, centre, end, colour, thick, cv2.LINE_AA)
+                cv2.line(cover, centre, end, 1.0, thick, cv2.LINE_AA)
+            else:
+                points = (np.array(centre) + rng.normal(0, extent, (int(rng.integers(3, 7)), 2))).astype(np.int32)
+                cv2.fillPoly(ink, [points], colour, cv2.LINE_AA)
+                cv2.fillPoly(cover, [points], 1.0, cv2.LINE_AA)
+    cover = np.clip(cover, 0, 1) * inside
+    return rgb * (1 - cover[..., None]) + ink * cover[..., None]
 
 
 def _pick(rng, weights: dict[str, float]) -> str:
