@@ -234,6 +234,20 @@ def test_int8_quantisation_keeps_the_contract(tiny_pairs, tiny_onnx, tmp_path):
         fast, slow = quantized.infer(batch), reference.infer(batch)
     assert fast[0].shape == slow[0].shape and fast[1].shape == slow[1].shape
     assert np.abs(fast[1] - slow[1]).mean() < 0.1
+    # The convolutions that make the outputs stay in float; every other one reads int8 weights.
+    import onnx
+    graph = onnx.load(str(out)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = {n.name: n.input[1] in dequantized for n in graph.node if n.op_type == "Conv"}
+    assert sorted(name for name, int8 in convs.items() if not int8) == ["/to_image/Conv", "/to_mask/Conv"]
+    assert sum(convs.values()) == len(convs) - 2 > 10
+    every = tmp_path / "every.onnx"
+    result = _train("quantize", "--onnx", str(tiny_onnx), "--data", str(tiny_pairs), "--out", str(every), "--count", "8",
+                    "--percentile", "100", "--no-float-outputs", cwd=work)
+    assert result.returncode == 0 and "their extremes" in result.stdout, result.stderr[-2000:]
+    graph = onnx.load(str(every)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert all(n.input[1] in dequantized for n in graph.node if n.op_type == "Conv")
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_run, tmp_path, monkeypatch):

@@ -152,8 +152,12 @@ def cmd_export(args):
 def cmd_quantize(args):
     from trainer.quantize import quantize
 
-    result = quantize(args.onnx, args.data, args.out, count=args.count)
-    print(f"wrote {result['out']} (int8, calibrated on {result['calibration_crops']} validation crops)")
+    result = quantize(args.onnx, args.data, args.out, count=args.count, percentile=args.percentile,
+                      float_outputs=args.float_outputs)
+    ranges = "their extremes" if result["percentile"] >= 100 else f"the {result['percentile']}th percentile"
+    kept = f"; in float: {', '.join(result['float'])}" if result["float"] else ""
+    print(f"wrote {result['out']} (int8, calibrated on {result['calibration_crops']} validation crops, "
+          f"activation ranges at {ranges}{kept})")
 
 
 def cmd_build_engine(args):
@@ -209,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--out", required=True, help="int8 ONNX file to write")
     quantize.add_argument("--count", type=_ranged(int, "count", 1, 100000), default=256,
                           help="validation crops to calibrate on (default: 256)")
+    quantize.add_argument("--percentile", type=_ranged(float, "percentile", 90.0, 100.0), default=99.99,
+                          help="activation ranges at this percentile of the calibration's values, 90-100; "
+                               "100: their extremes (default: 99.99)")
+    quantize.add_argument("--float-outputs", action=argparse.BooleanOptionalAction, default=True,
+                          help="keep the convolutions that make the outputs in float (default: on)")
     quantize.set_defaults(handler=cmd_quantize)
 
     engine = sub.add_parser("build-engine", help="ONNX -> TensorRT plan with our metadata header")
