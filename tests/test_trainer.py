@@ -241,6 +241,9 @@ def test_int8_quantisation_keeps_the_contract(tiny_pairs, tiny_onnx, tmp_path):
     convs = {n.name: n.input[1] in dequantized for n in graph.node if n.op_type == "Conv"}
     assert sorted(name for name, int8 in convs.items() if not int8) == ["/to_image/Conv", "/to_mask/Conv"]
     assert sum(convs.values()) == len(convs) - 2 > 10
+    from engines.metadata import KEY
+    described = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[KEY])["quantization"]
+    assert described == {"percentile": 99.99, "float": ["/to_image/Conv", "/to_mask/Conv"]}
     every = tmp_path / "every.onnx"
     result = _train("quantize", "--onnx", str(tiny_onnx), "--data", str(tiny_pairs), "--out", str(every), "--count", "8",
                     "--percentile", "100", "--no-float-outputs", cwd=work)

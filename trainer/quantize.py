@@ -82,7 +82,8 @@ def quantize(onnx_path: str | Path, data: str | Path, out: str | Path, count: in
         result = onnx.load(str(quantized))
     del result.metadata_props[:]
     entry = result.metadata_props.add()
-    entry.key, entry.value = KEY, json.dumps({**metadata, "precision": "int8"})
+    entry.key, entry.value = KEY, json.dumps({**metadata, "precision": "int8",
+                                              "quantization": {"percentile": percentile, "float": kept}})
     atomic_write_bytes(out, result.SerializeToString())
     return {"out": str(out), "calibration_crops": len(batches), "percentile": percentile, "float": kept}
 
