@@ -367,6 +367,12 @@ def test_printed_masks_are_painted_inside_the_mask_only_and_deterministic():
         assert not changed[alpha <= 0.5].any()
         printed += changed.sum() > 0.05 * (alpha > 0.5).sum()
     assert printed >= 10
+    # With prints off (the default), drawing a mask leaves the random stream as it was: synth's
+    # pairs and misalign's file come out as before prints existed.
+    drawn, plain = np.random.default_rng(5), np.random.default_rng(5)
+    bank._draw("face_mask", landmarks, 128, drawn, face)
+    bank._face_mask(landmarks, 128, plain)
+    assert drawn.random() == plain.random()
     bank.printed = 1.0
     rgb, alpha = bank._draw("face_mask", landmarks, 128, np.random.default_rng(5), face)
     plain_rgb, plain_alpha = bank._face_mask(landmarks, 128, np.random.default_rng(5))

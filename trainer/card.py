@@ -34,7 +34,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         "Occluders from `../shared/data/occluders` (MaskTheFace masks, glasses, hands, cups, phones, scarves, caps) "
         "and drawn procedurally (microphones, cups, bottles, phones, hands, scarves); a fresh occluder for every "
         f"training sample ({'online' if data.get('online_occlusion') else 'fixed pairs'})"
-        + (f", {config['printed']:.0%} of face masks with a print on them (a mouth, bold shapes)" if config.get('printed') and data.get('online_occlusion') else "")
+        + (f", {100 * config['printed']:g}% of face masks with a print on them in the last stretch (a mouth, bold shapes)"
+           if config.get('printed') and data.get('online_occlusion') else "")
         + ". About one cut-out or mask "
         "template in four is held back from training for the end-to-end evaluation (`trainer.occluders.held_out`). "
         "Training crops replay the crop errors measured when the landmarks come from the covered face "

@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--count", type=_ranged(int, "count", 1, 100000), default=256,
                           help="validation crops to calibrate on (default: 256)")
     quantize.add_argument("--percentile", type=_ranged(float, "percentile", 90.0, 100.0), default=99.99,
-                          help="activation ranges at this percentile of the calibration's values, 90-100; "
+                          help="activation ranges at this percentile of the calibration's absolute values, 90-100; "
                                "100: their extremes (default: 99.99)")
     quantize.add_argument("--float-outputs", action=argparse.BooleanOptionalAction, default=True,
                           help="keep the convolutions that make the outputs in float (default: on)")

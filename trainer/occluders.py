@@ -153,7 +153,8 @@ class OccluderBank:
     def _draw(self, kind, landmarks, size, rng, face=None):
         if kind == "face_mask":
             layer = self._face_mask(landmarks, size, rng)
-            if layer is not None and face is not None and rng.random() < self.printed:
+            # Asked only when prints are on: with none, the draws that follow are what they were.
+            if self.printed > 0 and layer is not None and face is not None and rng.random() < self.printed:
                 layer = (_printed(layer[0], layer[1], face, landmarks, rng), layer[1])
             return layer
         if kind in ("glasses", "hat", "hand", "object"):
