@@ -378,3 +378,27 @@ def test_printed_masks_are_painted_inside_the_mask_only_and_deterministic():
     plain_rgb, plain_alpha = bank._face_mask(landmarks, 128, np.random.default_rng(5))
     assert np.array_equal(alpha, plain_alpha)
     assert np.abs(rgb - plain_rgb).max() > 40
+
+
+def test_a_log_begun_by_an_older_trainer_gains_the_new_columns(tmp_path):
+    """Resuming a run whose log.csv has fewer columns (before the detail loss) rewrites it once
+    with today's columns, its rows kept, so the rows appended line up with the header."""
+    import csv
+
+    from trainer import fit
+
+    older = [c for c in fit.LOG_COLUMNS if c != "detail"]
+    path = tmp_path / "log.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=older)
+        writer.writeheader()
+        writer.writerow({"time": 1, "step": 10, "l1": 0.5})
+    trainer = fit.Trainer.__new__(fit.Trainer)
+    trainer.out = tmp_path
+    trainer._log({"time": 2, "step": 20, "l1": 0.4, "detail": 0.03})
+    trainer._log({"time": 3, "step": 30, "l1": 0.3, "detail": 0.02})
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == fit.LOG_COLUMNS
+    assert [(r["step"], r["l1"], r["detail"]) for r in rows] == [("10", "0.5", ""), ("20", "0.4", "0.03"),
+                                                                ("30", "0.3", "0.02")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import io
 import json
 import os
 import signal
@@ -63,6 +64,22 @@ def load_matching(module: torch.nn.Module, weights: dict) -> tuple[int, int]:
 
 LOG_COLUMNS = ["time", "step", "l1", "ssim", "mask", "adv", "d", "total", "samples_per_s", "eta_min",
                "val_psnr", "val_hole_psnr", "val_iou", "detail"]
+
+
+def _widen_log(path: Path) -> None:
+    """A log begun by an older trainer (fewer columns) is rewritten once with today's columns,
+    its rows kept (new columns empty), so the rows a resumed run appends line up."""
+    with open(path, newline="") as handle:
+        header = next(csv.reader(handle), None)
+    if header is None or header == LOG_COLUMNS or not set(header) < set(LOG_COLUMNS):
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=LOG_COLUMNS, extrasaction="ignore", restval="", lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, out.getvalue().encode())
 
 
 class Trainer:
@@ -268,12 +285,10 @@ class Trainer:
     def _log(self, row: dict):
         path = self.out / "log.csv"
         new = not path.is_file()
-        columns = LOG_COLUMNS
-        if not new:  # a run resumed keeps its log's columns (an older trainer's may have fewer)
-            with open(path, newline="") as handle:
-                columns = next(csv.reader(handle), None) or LOG_COLUMNS
+        if not new:
+            _widen_log(path)
         with open(path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", restval="")
+            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS, extrasaction="ignore", restval="")
             if new:
                 writer.writeheader()
             writer.writerow(row)
