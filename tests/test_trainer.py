@@ -380,25 +380,30 @@ def test_printed_masks_are_painted_inside_the_mask_only_and_deterministic():
     assert np.abs(rgb - plain_rgb).max() > 40
 
 
-def test_a_log_begun_by_an_older_trainer_gains_the_new_columns(tmp_path):
-    """Resuming a run whose log.csv has fewer columns (before the detail loss) rewrites it once
-    with today's columns, its rows kept, so the rows appended line up with the header."""
+def test_a_log_begun_by_an_older_trainer_gains_the_new_columns(tiny_run, tiny_pairs, tmp_path):
+    """Resuming a run whose log.csv has fewer columns (before the detail loss) rewrites it once,
+    when the run starts, with today's columns, its rows kept, so the rows appended line up."""
     import csv
+    import shutil
 
     from trainer import fit
+    from trainer.configs import FitConfig
 
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
     older = [c for c in fit.LOG_COLUMNS if c != "detail"]
-    path = tmp_path / "log.csv"
-    with open(path, "w", newline="") as handle:
+    with open(out / "log.csv", newline="") as handle:
+        before = [{k: row[k] for k in older} for row in csv.DictReader(handle)]
+    with open(out / "log.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=older)
         writer.writeheader()
-        writer.writerow({"time": 1, "step": 10, "l1": 0.5})
-    trainer = fit.Trainer.__new__(fit.Trainer)
-    trainer.out = tmp_path
-    trainer._log({"time": 2, "step": 20, "l1": 0.4, "detail": 0.03})
-    trainer._log({"time": 3, "step": 30, "l1": 0.3, "detail": 0.02})
-    with open(path, newline="") as handle:
+        writer.writerows(before)
+    fit.run(FitConfig(data=str(tiny_pairs), out=str(out), steps=8, batch=4, adv_start=3, sample_every=3,
+                      log_every=2, workers=0, width=0.5, resume=True, detail=1.0))
+    with open(out / "log.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == fit.LOG_COLUMNS
-    assert [(r["step"], r["l1"], r["detail"]) for r in rows] == [("10", "0.5", ""), ("20", "0.4", "0.03"),
-                                                                ("30", "0.3", "0.02")]
+    assert [{k: row[k] for k in older} for row in rows[:len(before)]] == before
+    assert all(row["detail"] == "" for row in rows[:len(before)])
+    trained = [row for row in rows[len(before):] if row["l1"]]  # the resumed run's training rows
+    assert trained and trained[-1]["step"] == "8" and all(float(row["detail"]) > 0 for row in trained)

@@ -285,8 +285,6 @@ class Trainer:
     def _log(self, row: dict):
         path = self.out / "log.csv"
         new = not path.is_file()
-        if not new:
-            _widen_log(path)
         with open(path, "a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS, extrasaction="ignore", restval="")
             if new:
@@ -298,6 +296,8 @@ class Trainer:
         self.build()
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
+            if (self.out / "log.csv").is_file():
+                _widen_log(self.out / "log.csv")  # a resumed run's log, perhaps an older trainer's
             atomic_write_bytes(self.out / "config.json", json.dumps(asdict(config), indent=2).encode())
             print(f"generator {parameter_count(self.generator):,} parameters, crop {self.size}px, "
                   f"{len(self.train_set)} train pairs ({'online occlusion' if self.train_set.online else 'fixed pairs'}), "
