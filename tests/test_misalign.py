@@ -61,3 +61,29 @@ def test_misalign_command_records_covered_faces(tmp_path):
     recorded = json.loads(out.read_text())
     assert len(recorded["samples"]) == 10 and recorded["covered_faces"] >= 10
     assert "the tracker missed" in result.stdout
+
+
+def test_crop_jitter_moves_about_half_the_crops_within_its_bounds(tiny_pairs):
+    from trainer.data import PairDataset, jittered
+
+    rng = np.random.default_rng(0)
+    drawn = [jittered(None, 0.1, rng) for _ in range(400)]
+    for key, bound in (("dx", 0.1), ("dy", 0.1), ("angle", 6.0)):
+        values = np.array([d[key] for d in drawn])
+        assert np.abs(values).max() <= bound and values.std() > bound / 3  # spread over the range
+    scales = np.array([d["scale"] for d in drawn])
+    assert np.exp(-0.15) <= scales.min() and scales.max() <= np.exp(0.15)
+    recorded = {"scale": 1.2, "angle": 10.0, "dx": 0.3, "dy": -0.3}
+    moved = jittered(recorded, 0.1, rng)
+    assert recorded["dx"] == 0.3  # the recorded error is not changed in place
+    assert 0.2 <= moved["dx"] <= 0.4 and -0.4 <= moved["dy"] <= -0.2 and 4.0 <= moved["angle"] <= 16.0
+
+    plain = PairDataset(tiny_pairs, "train", augment=True)
+    jittering = PairDataset(tiny_pairs, "train", augment=True, crop_jitter=0.1)
+    kept = 0
+    for seed in range(24):
+        clean_a = plain.load(0, seed)[1]
+        occluded_b, clean_b, mask_b = jittering.load(0, seed)
+        assert clean_b.shape == (128, 128, 3) and mask_b.shape == (128, 128)
+        kept += any(np.array_equal(clean_b, c) for c in (clean_a, clean_a[:, ::-1]))
+    assert 4 <= kept <= 20  # about half moved, the others as they were (perhaps mirrored)

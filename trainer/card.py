@@ -39,7 +39,10 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + ". About one cut-out or mask "
         "template in four is held back from training for the end-to-end evaluation (`trainer.occluders.held_out`). "
         "Training crops replay the crop errors measured when the landmarks come from the covered face "
-        f"(`deocc-train misalign`, misalign: {config.get('misalign', 'off')}).",
+        f"(`deocc-train misalign`, misalign: {config.get('misalign', 'off')})"
+        + (f"; in the last stretch half the crops moved further at random (`--crop-jitter {config['crop_jitter']:g}`: "
+           "shifts, scales and turns as on real photos)" if config.get('crop_jitter') else "")
+        + ".",
         "",
         "## Training",
         "",
@@ -76,7 +79,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         "deocc-train synth --faces ../shared/data/faces --occluders ../shared/data/occluders --out data/pairs",
         f"deocc-train fit --data data/pairs --out runs/main --steps {state['step']} --adv-start {config['adv_start']} "
         f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
-        f"--printed {config.get('printed', 0.0)}   # as its last stretch ran",
+        f"--printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)}   # as its last stretch ran",
         "deocc-train eval --data data/pairs --model runs/main/last.ckpt --out runs/main/eval",
         "deocc-train misalign --out trainer/misalignment.json   # the crop errors fit replays (shipped)",
         "deocc-train export --ckpt runs/main/last.ckpt --onnx assets/deocc_gen.onnx",

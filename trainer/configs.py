@@ -68,6 +68,9 @@ class FitConfig:
     init_from: str | None = option(None, "start from another checkpoint's weights (names and shapes that match)")
     misalign: str = option("auto", "replay the crop errors of landmarks found on covered faces (`deocc-train "
                            "misalign`): auto (the file shipped with the trainer), off, or a file")
+    crop_jitter: float = option(0.0, "on half the samples, move the crop further than the recorded errors: up to this "
+                                "share of its width each way, scale by up to e^(1.5 x it), turn by up to 60 x it "
+                                "degrees (0: none)", 0.0, 0.3)
 
 
 @dataclass

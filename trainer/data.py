@@ -43,11 +43,25 @@ def _jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def jittered(error: dict | None, amount: float, rng: np.random.Generator) -> dict:
+    """A crop error moved further at random: shifts of up to ``amount`` crop widths each way,
+    scale by up to e^(1.5 amount), a turn of up to 60 amount degrees. Real photos put the crop
+    further off than the errors recorded on synthetic faces (a face looking down, a face cut by
+    the picture's edge), and the mask head misses a mask that sits 12% lower than it expects."""
+    error = dict(error or {"scale": 1.0, "angle": 0.0, "dx": 0.0, "dy": 0.0})
+    shift = rng.uniform(-amount, amount, 2)
+    error["dx"] += float(shift[0])
+    error["dy"] += float(shift[1])
+    error["scale"] *= float(np.exp(rng.uniform(-1.5 * amount, 1.5 * amount)))
+    error["angle"] += float(rng.uniform(-60 * amount, 60 * amount))
+    return error
+
+
 class PairDataset(Dataset):
     """Items are (index, sample_seed); returns (occluded, clean, mask) tensors."""
 
     def __init__(self, root, split: str, size: int | None = None, bank=None, augment: bool = False,
-                 misalign: list[dict] | None = None):
+                 misalign: list[dict] | None = None, crop_jitter: float = 0.0):
         self.pairs = list_pairs(root, split)
         if not self.pairs:
             raise FileNotFoundError(f"no {split} pairs under {root} (expected {split}/Mask and {split}/Unmask)")
@@ -56,6 +70,7 @@ class PairDataset(Dataset):
         self.bank = bank if bank is not None and all(p.landmarks is not None for p in self.pairs) else None
         self.augment = augment
         self.misalign = misalign or []  # crop errors recorded on covered faces (trainer.misalign)
+        self.crop_jitter = crop_jitter  # further crop errors, drawn (see jittered)
         self.unreadable: set[str] = set()
 
     @property
@@ -84,9 +99,15 @@ class PairDataset(Dataset):
             if loaded is None:
                 return None
             occluded, clean, mask = loaded
+        error = None
         if self.augment and self.misalign:
             # The crop the app cuts with landmarks of the covered face: the same error for all three.
-            matrix = error_matrix(self.misalign[rng.integers(len(self.misalign))], self.size)
+            error = self.misalign[rng.integers(len(self.misalign))]
+        # Asked only when jitter is on: with none, the draws that follow are what they were.
+        if self.augment and self.crop_jitter > 0 and rng.random() < 0.5:
+            error = jittered(error, self.crop_jitter, rng)
+        if error is not None:
+            matrix = error_matrix(error, self.size)
             size = (self.size, self.size)
             occluded = cv2.warpAffine(occluded, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
             clean = cv2.warpAffine(clean, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
