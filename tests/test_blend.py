@@ -193,3 +193,30 @@ def test_grain_on_a_face_half_outside_the_frame_and_two_overlapping_faces():
             alpha = np.maximum(alpha, cv2.warpAffine(blend.mask_for(face.occlusion), face.inverse, (320, 240)))
         assert np.array_equal(out[alpha == 0], image[alpha == 0])
         assert (np.abs(out.astype(int) - image.astype(int)).max(axis=2) > 0)[alpha > 0.9].mean() > 0.5
+
+
+def test_the_fill_takes_the_colour_of_the_skin_beside_it_not_of_the_whole_face():
+    """The visible face is cool and light, except a band of warm, darker skin right beside the
+    covered part (cheeks in shade beside a mask): the fill moves toward the band's colour. Pulled
+    toward the whole visible face, it would move away from it."""
+    from deocc_live.stages.blend import COLOUR_RING
+
+    rng = np.random.default_rng(4)
+    face = _face(rng, (320, 180), 2.0, 0.0, specks=False)
+    far, beside, fill = (np.array(c, np.float32) for c in ([190, 200, 185], [90, 110, 170], [140, 150, 160]))  # BGR
+    filled = (face.occlusion > 0.5).astype(np.uint8)
+    reach = int(round(COLOUR_RING * SIZE))
+    band = (cv2.dilate(filled, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,) * 2)) > 0) & (filled == 0)
+    crop = np.where(band[..., None], beside, far) + rng.normal(0, 3, (SIZE, SIZE, 3))
+    face.crop = np.clip(crop, 0, 255).astype(np.uint8)
+    face.restored = np.clip(fill / 255 + rng.normal(0, 0.01, (SIZE, SIZE, 3)), 0, 1).astype(np.float32)
+    pulled = BlendStage(LiveSettings())._colour_matched(face)
+    lab = lambda picture: cv2.cvtColor(np.ascontiguousarray(picture, np.float32), cv2.COLOR_BGR2LAB)[filled > 0].mean(axis=0)
+    colour = lambda bgr: cv2.cvtColor(np.full((1, 1, 3), bgr / 255, np.float32), cv2.COLOR_BGR2LAB)[0, 0]
+    before, after = lab(face.restored), lab(pulled)
+    assert np.linalg.norm(after - colour(beside)) < np.linalg.norm(before - colour(beside)) - 5
+    assert np.linalg.norm(after - colour(far)) > np.linalg.norm(before - colour(far))
+    # Even skin all round: the fill moves toward it.
+    face.crop = np.clip(np.broadcast_to(far, crop.shape) + rng.normal(0, 3, crop.shape), 0, 255).astype(np.uint8)
+    toward_far = lab(BlendStage(LiveSettings())._colour_matched(face))
+    assert np.linalg.norm(toward_far - colour(far)) < np.linalg.norm(before - colour(far)) - 5
