@@ -12,7 +12,7 @@ from deocc_live.landmarks import FACE_OVAL, face_outline_region
 from deocc_live.settings import LiveSettings
 
 MASK_FLOOR = 0.04  # occlusion below this counts as "not covered": those pixels stay untouched
-COLOUR_PULL = np.array([0.3, 0.6, 0.6], np.float32)  # L, a, b: how far the fill moves to the visible face's colour
+COLOUR_PULL = np.array([0.3, 0.8, 0.8], np.float32)  # L, a, b: how far the fill moves to the visible face's colour
 COLOUR_RING = 0.03  # crop widths: the visible face this close to the filled part gives the colour pulled to
 COLOUR_RING_LEAST = 30  # crop pixels: a thinner ring than this gives way to the whole visible face
 
@@ -103,8 +103,10 @@ class BlendStage:
         shade under the nose and chin): its error followed the visible face's own (correlation
         0.76-0.90 for L, a, b), while the skin right beside it tells more. With the ring as the
         target, the same 180 scenes and generator went from colour shift 7.48 to 6.44 Lab and
-        19.09 to 19.28 dB (a ring of 2 to 8 crop pixels: 6.38-6.60 Lab, 19.25-19.29 dB). A face
-        restored from the face memory is not pulled (in proportion to the memory's share)."""
+        19.09 to 19.28 dB (a ring of 2 to 8 crop pixels: 6.38-6.60 Lab, 19.25-19.29 dB), and
+        with a and b pulled 0.8 of the way instead of 0.6, to 6.25 Lab (1.0: 6.26; L pulled 0.15
+        or 0.5 instead of 0.3: 19.26 and 19.23 dB). A face restored from the face memory is not
+        pulled (in proportion to the memory's share)."""
         restored = face.restored
         if not self.colour_match or face.crop is None or face.matrix is None:
             return restored
