@@ -12,7 +12,7 @@ from deocc_live.landmarks import FACE_OVAL, face_outline_region
 from deocc_live.settings import LiveSettings
 
 MASK_FLOOR = 0.04  # occlusion below this counts as "not covered": those pixels stay untouched
-COLOUR_PULL = np.array([0.3, 0.8, 0.8], np.float32)  # L, a, b: how far the fill moves to the visible face's colour
+COLOUR_PULL = np.array([0.3, 0.8, 0.8], np.float32)  # L, a, b: how far the fill moves to the colour of the skin beside it
 COLOUR_RING = 0.03  # crop widths: the visible face this close to the filled part gives the colour pulled to
 COLOUR_RING_LEAST = 30  # crop pixels: a thinner ring than this gives way to the whole visible face
 
