@@ -90,6 +90,26 @@ def test_the_shipped_finder_finds_a_masked_face_mediapipe_misses():
     assert 0 < nose[0] < width and 0 < nose[1] < height
 
 
+def test_a_close_up_face_wider_than_the_picture_is_found():
+    """A real close-up (sunglasses over a black mask, 68 px wide, the face wider than the
+    picture): no MediaPipe look confirms it, and the finder sees it only in the whole picture's
+    windows twice and 2.5 times as large (with 1 and 1.5 only, no two windows agreed)."""
+    picture = cv2.imread(str(DATA / "occluded_real" / "masked_crops" / "0_0_24_copy.jpg"))
+    assert picture is not None
+    alone, helped = TrackStage(str(LANDMARKER)), TrackStage(str(LANDMARKER), finder=_shipped())
+    try:
+        assert _faces(alone, picture) == []
+        (face,) = _faces(helped, picture)
+    finally:
+        alone.close()
+        helped.close()
+    eye_a, eye_b, nose, mouth_a, mouth_b = five_points(face.landmarks)
+    height, width = picture.shape[:2]
+    assert np.linalg.norm(eye_b - eye_a) > 0.3 * width
+    assert eye_a[0] < eye_b[0] and max(eye_a[1], eye_b[1]) < nose[1] < min(mouth_a[1], mouth_b[1])
+    assert 0 < nose[0] < width and 0 < nose[1] < height
+
+
 def test_a_part_of_a_face_mediapipe_takes_for_a_face_gives_way_to_the_finders_face():
     """A real masked profile: MediaPipe's looks find the ear; the finder sees the whole face
     (left of the ear, about twice as wide), and the still gets that face."""
