@@ -140,6 +140,32 @@ def test_init_from_copies_matching_parameters(tiny_run, tiny_pairs, tmp_path):
     assert matched == total
 
 
+def test_a_generator_grown_by_init_from_first_paints_what_its_source_painted(tiny_run, tiny_pairs, tmp_path):
+    """--init-from into more bottleneck blocks: the blocks the source lacks start as identities,
+    so the grown generator's outputs equal the source's before any step (random new blocks
+    would change them)."""
+    from engines.network import Generator
+    from trainer.configs import FitConfig
+    from trainer.fit import Trainer
+
+    source = checkpoint.load(tiny_run / "last.ckpt")
+    assert source["model"]["bottleneck_blocks"] == 2
+    before = Generator(source["model"]["width"], 2).eval()
+    before.load_state_dict(source["generator_ema"])
+    grown = Trainer(FitConfig(data=str(tiny_pairs), out=str(tmp_path / "grown"), steps=1, batch=2, workers=0,
+                              width=source["model"]["width"], bottleneck_blocks=4,
+                              init_from=str(tiny_run / "last.ckpt")))
+    grown.build()
+    assert len(grown.generator.bottleneck) == 4
+    image = torch.rand(2, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        ours = grown.generator.eval()(image)
+        theirs = before(image)
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert any(p.abs().sum() > 0 for p in grown.generator.bottleneck[3].parameters())
+
+
 def test_eval_reports_three_rows(tiny_run, tiny_pairs, tmp_path):
     result = _train("eval", "--data", str(tiny_pairs), "--model", str(tiny_run / "last.ckpt"), "--split", "train",
                     "--out", str(tmp_path), "--limit", "8")

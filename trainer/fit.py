@@ -62,6 +62,19 @@ def load_matching(module: torch.nn.Module, weights: dict) -> tuple[int, int]:
     return len(matched), len(own)
 
 
+def quiet_new_blocks(generator, weights: dict) -> int:
+    """Bottleneck blocks that the source checkpoint lacks (a run grown with --bottleneck-blocks
+    from a smaller one) start as identities: their last batch norm's scale is zeroed, so the grown
+    generator first paints what the source painted and the new blocks learn a correction."""
+    quieted = 0
+    for index, block in enumerate(generator.bottleneck):
+        if f"bottleneck.{index}.body.4.weight" not in weights:
+            torch.nn.init.zeros_(block.body[4].weight)
+            torch.nn.init.zeros_(block.body[4].bias)
+            quieted += 1
+    return quieted
+
+
 LOG_COLUMNS = ["time", "step", "l1", "ssim", "mask", "adv", "d", "total", "samples_per_s", "eta_min",
                "val_psnr", "val_hole_psnr", "val_iou", "detail"]
 
@@ -145,7 +158,9 @@ class Trainer:
             raise checkpoint.CheckpointError(f"--resume: no checkpoint at {self.out / 'last.ckpt'}")
         elif config.init_from:
             state = checkpoint.load(config.init_from, self.device)
-            matched, total = load_matching(self.generator, state.get("generator_ema") or state["generator"])
+            source = state.get("generator_ema") or state["generator"]
+            matched, total = load_matching(self.generator, source)
+            quiet_new_blocks(self.generator, source)
             self.ema.load_state_dict(self.generator.state_dict())
             if "discriminator" in state:
                 load_matching(self.discriminator, state["discriminator"])
