@@ -68,7 +68,7 @@ class Setting:
 
 SETTINGS = {s.name: s for s in (
     Setting("face_smoothing", float, 0.8, 0.0, 0.95, "temporal smoothing of the restored face: the weight of "
-            "the past frames; resets on fast motion", slider_scale=100, option="--smoothing"),
+            "the past frames; resets on fast motion and where a cover comes or goes", slider_scale=100, option="--smoothing"),
     Setting("feather", float, 0.015, 0.0, 0.06, "blur of the mask edge", unit="crop widths", slider_scale=1000),
     Setting("grain", float, 1.0, 0.0, 2.0, "grain on the restored part, as a share of the grain the visible "
             "face shows (0: none)", slider_scale=100),
