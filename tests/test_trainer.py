@@ -166,6 +166,34 @@ def test_a_generator_grown_by_init_from_first_paints_what_its_source_painted(tin
     assert any(p.abs().sum() > 0 for p in grown.generator.bottleneck[3].parameters())
 
 
+def test_a_grown_run_remembers_its_source_and_its_card_counts_all_the_training(tiny_run, tiny_pairs, tmp_path):
+    """A run started by --init-from records where it came from (step, time, shape), and so does
+    every checkpoint after it: the card says so, and counts the source's steps too."""
+    out = tmp_path / "grown"
+    result = _train("fit", "--data", str(tiny_pairs), "--out", str(out), "--steps", "1", "--batch", "2",
+                    "--width", "0.5", "--workers", "0", "--bottleneck-blocks", "4",
+                    "--init-from", str(tiny_run / "last.ckpt"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = checkpoint.load(out / "last.ckpt")
+    source = checkpoint.load(tiny_run / "last.ckpt")
+    assert state["origin"]["step"] == source["step"] == 6
+    assert state["origin"]["model"]["bottleneck_blocks"] == 2 and state["model"]["bottleneck_blocks"] == 4
+    resumed = _train("fit", "--data", str(tiny_pairs), "--out", str(out), "--steps", "2", "--batch", "2",
+                     "--width", "0.5", "--workers", "0", "--bottleneck-blocks", "4", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    state = checkpoint.load(out / "last.ckpt")
+    assert state["step"] == 2 and state["origin"]["step"] == 6
+    evaluated = _train("eval", "--data", str(tiny_pairs), "--model", str(out / "last.ckpt"), "--split", "train",
+                       "--out", str(tmp_path), "--limit", "4")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    from trainer.card import write_card
+
+    write_card(state, json.loads((tmp_path / "eval.json").read_text()), tmp_path / "g.onnx", tmp_path / "CARD.md")
+    card = (tmp_path / "CARD.md").read_text()
+    assert "2 steps of batch 2" in card and "after its 6 steps" in card and "8 steps in all" in card
+    assert "2 bottleneck blocks" in card and "--bottleneck-blocks 4 --init-from SOURCE.ckpt" in card
+
+
 def test_eval_reports_three_rows(tiny_run, tiny_pairs, tmp_path):
     result = _train("eval", "--data", str(tiny_pairs), "--model", str(tiny_run / "last.ckpt"), "--split", "train",
                     "--out", str(tmp_path), "--limit", "8")

@@ -14,6 +14,11 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
     synth = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     counts = synth.get("counts", {})
     hours = state.get("elapsed_s", 0.0) / 3600
+    sources = []  # the runs this one was grown or fine-tuned from (--init-from), nearest first
+    origin = state.get("origin")
+    while origin:
+        sources.append(origin)
+        origin = origin.get("origin")
     gain = report["gain_over_telea_db"]
     ours, telea = report["metrics"]["ours"], report["metrics"]["telea"]
     lines = [
@@ -47,7 +52,14 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         "## Training",
         "",
         f"{state['step']:,} steps of batch {config['batch']} ({state['step'] * config['batch']:,} samples), "
-        f"{hours:.2f} h of training time on a 2-core CPU (bf16 autocast, channels-last). Loss "
+        f"{hours:.2f} h of training time on a 2-core CPU (bf16 autocast, channels-last)"
+        + "".join(f", started (`--init-from`) from the weights of a run after its {source['step']:,} steps "
+                  f"({source['elapsed_s'] / 3600:.2f} h"
+                  + (f"; {source['model']['bottleneck_blocks']} bottleneck blocks, the blocks added here starting as identities"
+                     if (source.get('model') or {}).get('bottleneck_blocks') not in (None, model.get('bottleneck_blocks')) else "")
+                  + ")" for source in sources)
+        + (f": {state['step'] + sum(source['step'] for source in sources):,} steps in all" if sources else "")
+        + ". Loss "
         f"{config['rec']}·L1 (×{1 + config['hole']:.0f} where covered) + {config['ssim']}·(1 − SSIM) + "
         + (f"{config['adv']}·adversarial (PatchGAN-style DCGAN discriminator from step {config['adv_start']:,}) + "
            if config['adv'] else "no adversarial term (the discriminator off) + ")
@@ -78,6 +90,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         "```sh",
         "deocc-train synth --faces ../shared/data/faces --occluders ../shared/data/occluders --out data/pairs",
         f"deocc-train fit --data data/pairs --out runs/main --steps {state['step']} --adv-start {config['adv_start']} "
+        + (f"--bottleneck-blocks {model['bottleneck_blocks']} " if model.get('bottleneck_blocks', 2) != 2 else "")
+        + (f"--init-from SOURCE.ckpt " if sources else "") + 
         f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
         f"--printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)}   # as its last stretch ran",
         "deocc-train eval --data data/pairs --model runs/main/last.ckpt --out runs/main/eval",
@@ -90,7 +104,9 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         "```",
         "",
         "`trainer/resume/main.ckpt` is the checkpoint this model came from (copy it to `runs/main/last.ckpt` "
-        "and add `--resume` to continue training).",
+        "and add `--resume` to continue training)"
+        + (f"; SOURCE.ckpt is the checkpoint it started from, at step {sources[0]['step']:,} (recorded as "
+           f"`{sources[0]['init_from']}`: the repository's resume checkpoint of an earlier commit)." if sources else "."),
         "",
     ]
     atomic_write_bytes(out, "\n".join(lines).encode())

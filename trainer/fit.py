@@ -147,6 +147,9 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
         self.step = 0
         self.elapsed = 0.0
+        # Where a run grown or fine-tuned by --init-from came from (step, time, shape of its source):
+        # carried by every checkpoint after it, so the model card counts all the training.
+        self.origin: dict | None = None
         if self.main and self.out.is_dir():
             # A run killed while writing (kill -9, power loss) leaves its half-written temporary
             # files: the checkpoint it was replacing is intact, and they are of no use.
@@ -161,6 +164,9 @@ class Trainer:
             source = state.get("generator_ema") or state["generator"]
             matched, total = load_matching(self.generator, source)
             quiet_new_blocks(self.generator, source)
+            self.origin = {"init_from": str(config.init_from), "step": int(state.get("step", 0)),
+                           "elapsed_s": float(state.get("elapsed_s", 0.0)), "model": state.get("model"),
+                           "origin": state.get("origin")}
             self.ema.load_state_dict(self.generator.state_dict())
             if "discriminator" in state:
                 load_matching(self.discriminator, state["discriminator"])
@@ -202,11 +208,13 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"].cpu())
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_s", 0.0))
+        self.origin = state.get("origin")
 
     def state(self) -> dict:
         return {
             "step": self.step,
             "elapsed_s": self.elapsed,
+            "origin": self.origin,
             "config": asdict(self.config),
             "model": {"width": self.config.width, "bottleneck_blocks": self.config.bottleneck_blocks,
                       "size": self.size, "parameters": parameter_count(self.generator)},
