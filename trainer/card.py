@@ -91,8 +91,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         "deocc-train synth --faces ../shared/data/faces --occluders ../shared/data/occluders --out data/pairs",
         f"deocc-train fit --data data/pairs --out runs/main --steps {state['step']} --adv-start {config['adv_start']} "
         + (f"--bottleneck-blocks {model['bottleneck_blocks']} " if model.get('bottleneck_blocks', 2) != 2 else "")
-        + (f"--init-from SOURCE.ckpt " if sources else "") + 
-        f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
+        + ("--init-from SOURCE.ckpt " if sources else "")
+        + f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
         f"--printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)}   # as its last stretch ran",
         "deocc-train eval --data data/pairs --model runs/main/last.ckpt --out runs/main/eval",
         "deocc-train misalign --out trainer/misalignment.json   # the crop errors fit replays (shipped)",
@@ -106,7 +106,10 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         "`trainer/resume/main.ckpt` is the checkpoint this model came from (copy it to `runs/main/last.ckpt` "
         "and add `--resume` to continue training)"
         + (f"; SOURCE.ckpt is the checkpoint it started from, at step {sources[0]['step']:,} (recorded as "
-           f"`{sources[0]['init_from']}`: the repository's resume checkpoint of an earlier commit)." if sources else "."),
+           f"`{sources[0]['init_from']}`"
+           + (": the repository's resume checkpoint of an earlier commit"
+              if sources[0]["init_from"].endswith("trainer/resume/main.ckpt") else "") + ")."
+           if sources else "."),
         "",
     ]
     atomic_write_bytes(out, "\n".join(lines).encode())
