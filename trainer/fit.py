@@ -62,17 +62,14 @@ def load_matching(module: torch.nn.Module, weights: dict) -> tuple[int, int]:
     return len(matched), len(own)
 
 
-def quiet_new_blocks(generator, weights: dict) -> int:
+def quiet_new_blocks(generator, weights: dict) -> None:
     """Bottleneck blocks that the source checkpoint lacks (a run grown with --bottleneck-blocks
     from a smaller one) start as identities: their last batch norm's scale is zeroed, so the grown
     generator first paints what the source painted and the new blocks learn a correction."""
-    quieted = 0
     for index, block in enumerate(generator.bottleneck):
-        if f"bottleneck.{index}.body.4.weight" not in weights:
-            torch.nn.init.zeros_(block.body[4].weight)
-            torch.nn.init.zeros_(block.body[4].bias)
-            quieted += 1
-    return quieted
+        if not any(name.startswith(f"bottleneck.{index}.") for name in weights):
+            torch.nn.init.zeros_(block.body[-1].weight)
+            torch.nn.init.zeros_(block.body[-1].bias)
 
 
 LOG_COLUMNS = ["time", "step", "l1", "ssim", "mask", "adv", "d", "total", "samples_per_s", "eta_min",
