@@ -461,3 +461,45 @@ def test_a_log_begun_by_an_older_trainer_gains_the_new_columns(tiny_run, tiny_pa
     assert all(row["detail"] == "" for row in rows[:len(before)])
     trained = [row for row in rows[len(before):] if row["l1"]]  # the resumed run's training rows
     assert trained and trained[-1]["step"] == "8" and all(float(row["detail"]) > 0 for row in trained)
+
+
+def test_feature_matching_compares_the_critics_activations_and_trains_it(tiny_run, tiny_pairs, tmp_path):
+    """--feature-match: the loss is the L1 between the discriminator's activations on the truth
+    and on ours (none where they are the same picture), and the discriminator is trained with it
+    even without the adversarial term, which stays out of the generator's loss."""
+    from trainer.configs import FitConfig
+    from trainer.fit import Trainer
+    from trainer.losses import LossWeights, generator_loss
+    from trainer.model import Discriminator
+
+    critic = Discriminator().eval()
+    occluded, truth = torch.rand(2, 3, 128, 128) * 2 - 1, torch.rand(2, 3, 128, 128) * 2 - 1
+    logits, taken = critic(occluded, truth, features=True)
+    assert [tuple(t.shape[1:]) for t in taken] == [(32, 64, 64), (64, 32, 32), (128, 16, 16)]
+    assert torch.equal(logits, critic(occluded, truth))
+    blurred = torch.nn.functional.avg_pool2d(truth, 5, 1, 2)
+    covered = torch.zeros(2, 1, 128, 128)
+    covered[..., 60:120, 20:110] = 1
+
+    def parts(restored, weight=10.0):
+        fake = critic(occluded, restored, features=True)[1]
+        return generator_loss(restored, covered, truth, covered, LossWeights(feature_match=weight), None, fake, taken)[1]
+
+    assert parts(truth)["fm"] == pytest.approx(0.0, abs=1e-6)
+    assert parts(blurred)["fm"] > 0.01
+    assert "fm" not in parts(blurred, weight=0.0)
+
+    def one_step(matching):
+        trainer = Trainer(FitConfig(data=str(tiny_pairs), out=str(tmp_path / f"fm{matching}"), steps=1, batch=2,
+                                    workers=0, width=0.5, adv=0.0, adv_start=0, feature_match=matching))
+        trainer.build()
+        before = [p.detach().clone() for p in trainer.discriminator.parameters()]
+        batch = next(iter(torch.utils.data.DataLoader(trainer.train_set, batch_size=2)))
+        result = trainer.train_step(*(trainer._prepare(t) for t in batch))
+        moved = any(not torch.equal(a, b) for a, b in zip(before, trainer.discriminator.parameters()))
+        return result, moved
+
+    result, moved = one_step(10.0)
+    assert moved and result["fm"] > 0 and "d" in result and "adv" not in result
+    result, moved = one_step(0.0)
+    assert not moved and "fm" not in result and "d" not in result

@@ -62,8 +62,10 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + ". Loss "
         f"{config['rec']}·L1 (×{1 + config['hole']:.0f} where covered) + {config['ssim']}·(1 − SSIM) + "
         + (f"{config['adv']}·adversarial (PatchGAN-style DCGAN discriminator from step {config['adv_start']:,}) + "
-           if config['adv'] else "no adversarial term (the discriminator off) + ")
+           if config['adv'] else "no adversarial term + " if config.get('feature_match')
+           else "no adversarial term (the discriminator off) + ")
         + (f"{config['detail']}·(L1 of the local detail where covered) + " if config.get('detail') else "")
+        + (f"{config['feature_match']}·(discriminator feature matching) + " if config.get('feature_match') else "")
         + f"{config['mask']}·(BCE + Tversky, misses weighted {config.get('recall', 0.5)}) on the mask; Adam lr "
         f"{config['lr']} (the loss weights and rates of the last stretch of training: a run resumed with "
         "`--resume` may change them, see the README); the exported weights are the EMA "
@@ -93,7 +95,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + (f"--bottleneck-blocks {model['bottleneck_blocks']} " if model.get('bottleneck_blocks', 2) != 2 else "")
         + ("--init-from SOURCE.ckpt " if sources else "")
         + f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
-        f"--printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)}   # as its last stretch ran",
+        f"--feature-match {config.get('feature_match', 0.0)} --printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)}   # as its last stretch ran",
         "deocc-train eval --data data/pairs --model runs/main/last.ckpt --out runs/main/eval",
         "deocc-train misalign --out trainer/misalignment.json   # the crop errors fit replays (shipped)",
         "deocc-train export --ckpt runs/main/last.ckpt --onnx assets/deocc_gen.onnx",

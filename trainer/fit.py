@@ -73,7 +73,7 @@ def quiet_new_blocks(generator, weights: dict) -> None:
 
 
 LOG_COLUMNS = ["time", "step", "l1", "ssim", "mask", "adv", "d", "total", "samples_per_s", "eta_min",
-               "val_psnr", "val_hole_psnr", "val_iou", "detail"]
+               "val_psnr", "val_hole_psnr", "val_iou", "detail", "fm"]
 
 
 def _widen_log(path: Path) -> None:
@@ -177,7 +177,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.g_train = DDP(self.generator, device_ids=ids)
             self.d_train = DDP(self.discriminator, device_ids=ids)
-        self.weights = LossWeights(config.rec, config.ssim, config.adv, config.mask, config.hole, config.recall, config.detail)
+        self.weights = LossWeights(config.rec, config.ssim, config.adv, config.mask, config.hole, config.recall, config.detail,
+                                   config.feature_match)
         self.amp = autocast_dtype(config, self.device)
 
     def _occluders_from_summary(self):
@@ -240,12 +241,15 @@ class Trainer:
         return tensor.contiguous(memory_format=torch.channels_last) if self.config.channels_last else tensor
 
     def train_step(self, occluded, clean, mask):
-        adversarial = self.step >= self.config.adv_start and self.config.adv > 0
+        joined = self.step >= self.config.adv_start
+        adversarial = joined and self.config.adv > 0
+        matching = joined and self.config.feature_match > 0
         with self._autocast():
             restored, occlusion = self.g_train(occluded)
         composite = occlusion * restored + (1 - occlusion) * occluded
         parts = {}
-        if adversarial:
+        fake_for_g = fake_features = real_features = None
+        if adversarial or matching:
             with self._autocast():
                 real_logits = self.d_train(occluded, clean)
                 fake_logits = self.d_train(occluded, composite.detach())
@@ -253,17 +257,18 @@ class Trainer:
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
+            with torch.no_grad(), self._autocast():  # the truth's activations, by the updated critic
+                real_features = self.d_train(occluded, clean, features=True)[1] if matching else None
             for p in self.discriminator.parameters():
                 p.requires_grad_(False)
             with self._autocast():
-                fake_for_g = self.d_train(occluded, composite)
-        else:
-            fake_for_g = None
-        g_loss, g_parts = generator_loss(restored, occlusion, clean, mask, self.weights, fake_for_g)
+                fake_for_g, fake_features = self.d_train(occluded, composite, features=True)
+        g_loss, g_parts = generator_loss(restored, occlusion, clean, mask, self.weights,
+                                         fake_for_g if adversarial else None, fake_features, real_features)
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
-        if adversarial:
+        if adversarial or matching:
             for p in self.discriminator.parameters():
                 p.requires_grad_(True)
         self._update_ema()

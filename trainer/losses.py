@@ -42,6 +42,7 @@ class LossWeights:
     hole: float = 4.0  # extra L1 weight inside the covered region
     recall: float = 0.7  # Tversky weight of missed covered pixels (0.5: Dice); a rim left uncovered shows
     detail: float = 0.0  # weight of the local detail loss where covered (0: none)
+    feature_match: float = 0.0  # weight of discriminator feature matching (0: none)
 
 
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
@@ -59,10 +60,13 @@ def local_detail(image: torch.Tensor) -> torch.Tensor:
 
 
 def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
-                   fake_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                   fake_logits: torch.Tensor | None = None, fake_features=None,
+                   real_features=None) -> tuple[torch.Tensor, dict[str, float]]:
     """λ_rec·L1 (heavier where covered) + λ_ssim·(1 − SSIM) + λ_adv·adversarial + λ_mask·mask
     (BCE + Tversky, which with ``recall`` above 0.5 weighs missed covered pixels over false alarms)
-    + λ_detail·(local detail's L1 where covered, see ``local_detail``).
+    + λ_detail·(local detail's L1 where covered, see ``local_detail``)
+    + λ_fm·(feature matching: the mean L1 between the discriminator's activations on ours and on
+    the truth, layer by layer, as in pix2pixHD; the truth's are constants).
     Images in [-1, 1]; masks in [0, 1]."""
     restored, occlusion = restored.float(), occlusion.float()
     pixel_weight = 1.0 + weights.hole * true_mask
@@ -81,6 +85,11 @@ def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
         detail = gap.sum() / true_mask.sum().clamp(min=1.0)
         total = total + weights.detail * detail
         parts["detail"] = detail.item()
+    if fake_features is not None and real_features is not None and weights.feature_match > 0:
+        matching = sum((fake.float() - real.detach().float()).abs().mean()
+                       for fake, real in zip(fake_features, real_features)) / len(fake_features)
+        total = total + weights.feature_match * matching
+        parts["fm"] = matching.item()
     if fake_logits is not None and weights.adv > 0:
         adversarial = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.ones_like(fake_logits, dtype=torch.float32))
         total = total + weights.adv * adversarial

@@ -19,5 +19,15 @@ class Discriminator(nn.Module):
             nn.Conv2d(4 * c, 1, 3, 1, 1),
         )
 
-    def forward(self, occluded, candidate):
-        return self.net(torch.cat([occluded, candidate], dim=1))
+    def forward(self, occluded, candidate, features: bool = False):
+        """Patch logits; with ``features``, also the activations after each of its three
+        LeakyReLUs (64, 32 and 16 px for a 128 px crop), which feature matching compares."""
+        x = torch.cat([occluded, candidate], dim=1)
+        if not features:
+            return self.net(x)
+        taken = []
+        for layer in self.net:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                taken.append(x)
+        return x, taken
