@@ -503,3 +503,38 @@ def test_feature_matching_compares_the_critics_activations_and_trains_it(tiny_ru
     assert moved and result["fm"] > 0 and "d" in result and "adv" not in result
     result, moved = one_step(0.0)
     assert not moved and "fm" not in result and "d" not in result
+
+
+def test_degrade_softens_both_pictures_alike_and_compresses_the_input(tiny_pairs):
+    """--degrade: a share of samples at a lower resolution and/or noisy, the covered input and its
+    truth alike (where they were the same they stay the same, noise included), then the input as
+    JPEG; deterministic for a seed; off, the samples are what they were."""
+    from trainer.data import PairDataset, compressed, softened
+
+    face = cv2.resize(cv2.imread(str(sorted((DATA / "faces" / "utkface").glob("*.jpg"))[0])), (128, 128))
+    covered = face.copy()
+    covered[80:110, 40:90] = (200, 180, 40)
+    for seed in range(6):
+        a, b = softened(face, seed), softened(covered, seed)
+        assert np.array_equal(softened(face, seed), a)
+        far = np.ones((128, 128), bool)
+        far[60:128, 20:110] = False  # the change spreads a few pixels at most
+        assert np.array_equal(a[far], b[far])
+    assert cv2.Laplacian(cv2.cvtColor(np.stack([softened(face, s) for s in range(8)]).reshape(-1, 128, 3),
+                                      cv2.COLOR_BGR2GRAY), cv2.CV_32F).var() \
+        < cv2.Laplacian(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY), cv2.CV_32F).var()
+    rng = np.random.default_rng(0)
+    assert 0 < np.abs(compressed(face, rng).astype(int) - face).mean() < 12
+
+    plain = PairDataset(tiny_pairs, "train", augment=True)
+    off = PairDataset(tiny_pairs, "train", augment=True, degrade=0.0)
+    degrading = PairDataset(tiny_pairs, "train", augment=True, degrade=1.0)
+    for seed in range(4):
+        assert all(np.array_equal(x, y) for x, y in zip(plain.load(0, seed), off.load(0, seed)))
+        assert all(np.array_equal(x, y) for x, y in zip(degrading.load(0, seed), degrading.load(0, seed)))
+    changed = 0
+    for seed in range(16):
+        truth = plain.load(1, seed)[1]
+        degraded = degrading.load(1, seed)[1]
+        changed += not any(np.array_equal(degraded, t) for t in (truth, truth[:, ::-1]))
+    assert changed >= 10  # softened or noisy: 85% of them

@@ -47,6 +47,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         f"(`deocc-train misalign`, misalign: {config.get('misalign', 'off')})"
         + (f"; in the last stretch half the crops moved further at random (`--crop-jitter {config['crop_jitter']:g}`: "
            "shifts, scales and turns as on real photos)" if config.get('crop_jitter') else "")
+        + (f"; {config['degrade']:.0%} of the samples degraded as real footage is (`--degrade`: lower resolution, "
+           "noise, JPEG)" if config.get('degrade') else "")
         + ".",
         "",
         "## Training",
@@ -95,7 +97,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + (f"--bottleneck-blocks {model['bottleneck_blocks']} " if model.get('bottleneck_blocks', 2) != 2 else "")
         + ("--init-from SOURCE.ckpt " if sources else "")
         + f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
-        f"--feature-match {config.get('feature_match', 0.0)} --printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)}   # as its last stretch ran",
+        f"--feature-match {config.get('feature_match', 0.0)} --printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)} "
+        f"--degrade {config.get('degrade', 0.0)}   # as its last stretch ran",
         "deocc-train eval --data data/pairs --model runs/main/last.ckpt --out runs/main/eval",
         "deocc-train misalign --out trainer/misalignment.json   # the crop errors fit replays (shipped)",
         "deocc-train export --ckpt runs/main/last.ckpt --onnx assets/deocc_gen.onnx",

@@ -73,6 +73,8 @@ class FitConfig:
     crop_jitter: float = option(0.0, "on half the samples, move the crop further than the recorded errors: up to this "
                                 "share of its width each way, scale by up to e^(1.5 x it), turn by up to 60 x it "
                                 "degrees (0: none)", 0.0, 0.3)
+    degrade: float = option(0.0, "share of samples degraded as real footage is: the face at a lower resolution and/or "
+                            "noisy (truth too), the covered input as JPEG at quality 30-85 (0: none)", 0.0, 1.0)
 
 
 @dataclass

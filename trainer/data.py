@@ -43,6 +43,29 @@ def _jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def softened(image: np.ndarray, seed: int) -> np.ndarray:
+    """A picture as a webcam or a small face in a photo gives it: at a lower resolution (shrunk
+    1.5 to 3 times and enlarged back) and/or with sensor noise (sigma 2 to 8). The same ``seed``
+    degrades two pictures (the covered one and its truth) alike."""
+    rng = np.random.default_rng(seed)
+    out = image
+    if rng.random() < 0.7:
+        size = image.shape[0]
+        small = max(int(round(size / rng.uniform(1.5, 3.0))), 8)
+        out = cv2.resize(cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA), (size, size),
+                         interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.5:
+        noise = rng.normal(0.0, rng.uniform(2.0, 8.0), out.shape).astype(np.float32)
+        out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    return out
+
+
+def compressed(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The covered picture as JPEG at quality 30 to 85 (web photos, video calls' streams)."""
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 86))])
+    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else image
+
+
 def jittered(error: dict | None, amount: float, rng: np.random.Generator) -> dict:
     """A crop error moved further at random: shifts of up to ``amount`` crop widths each way,
     scale by up to e^(1.5 amount), a turn of up to 60 amount degrees. Real photos put the crop
@@ -61,7 +84,7 @@ class PairDataset(Dataset):
     """Items are (index, sample_seed); returns (occluded, clean, mask) tensors."""
 
     def __init__(self, root, split: str, size: int | None = None, bank=None, augment: bool = False,
-                 misalign: list[dict] | None = None, crop_jitter: float = 0.0):
+                 misalign: list[dict] | None = None, crop_jitter: float = 0.0, degrade: float = 0.0):
         self.pairs = list_pairs(root, split)
         if not self.pairs:
             raise FileNotFoundError(f"no {split} pairs under {root} (expected {split}/Mask and {split}/Unmask)")
@@ -71,6 +94,7 @@ class PairDataset(Dataset):
         self.augment = augment
         self.misalign = misalign or []  # crop errors recorded on covered faces (trainer.misalign)
         self.crop_jitter = crop_jitter  # further crop errors, drawn (see jittered)
+        self.degrade = degrade  # share of samples softened and compressed as real footage is
         self.unreadable: set[str] = set()
 
     @property
@@ -99,6 +123,12 @@ class PairDataset(Dataset):
             if loaded is None:
                 return None
             occluded, clean, mask = loaded
+        # Asked only when degrading is on: with none, the draws that follow are what they were.
+        if self.augment and self.degrade > 0 and rng.random() < self.degrade:
+            seed = int(rng.integers(2**32))
+            # Both alike (the fill must match the picture around it), then the input as the codec left it.
+            occluded, clean = softened(occluded, seed), softened(clean, seed)
+            occluded = compressed(occluded, rng)
         error = None
         if self.augment and self.misalign:
             # The crop the app cuts with landmarks of the covered face: the same error for all three.

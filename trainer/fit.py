@@ -125,7 +125,8 @@ class Trainer:
         from trainer import misalign
 
         self.train_set = PairDataset(config.data, "train", config.size or None, bank=bank, augment=True,
-                                     misalign=misalign.load(config.misalign), crop_jitter=config.crop_jitter)
+                                     misalign=misalign.load(config.misalign), crop_jitter=config.crop_jitter,
+                                     degrade=config.degrade)
         self.size = self.train_set.size
         try:
             self.val_set = PairDataset(config.data, "validation", self.size)
