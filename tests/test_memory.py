@@ -142,6 +142,27 @@ def test_a_remembered_face_fills_the_cover_and_the_switch_turns_it_off(face_part
     assert face.memory == 0 and np.all(face.restored == 0.5) and not stage.notes()  # off: forgotten
 
 
+def test_a_frame_is_not_restored_from_itself(face_parts):
+    """The memory is asked before the frame is kept: a face a little covered (under the level
+    that keeps it from being remembered) is not restored from its own pixels, where the rim of a
+    cover the mask head missed would stay; the frames after it are restored from it."""
+    stage = FaceMemoryStage(LiveSettings(), fade_frames=1)
+    stage(_frame([_face(face_parts, False, new=True)]))  # a new track is not kept
+
+    def a_little_covered():
+        face = _face(face_parts, False)
+        face.occlusion[100:112, 50:78] = 1.0
+        face.crop[100:112, 50:78] = (90, 110, 150)
+        return face
+
+    first = a_little_covered()
+    stage(_frame([first]))
+    assert first.memory == 0 and stage.notes()[0] == "nothing remembered" and np.all(first.restored == 0.5)
+    second = a_little_covered()
+    stage(_frame([second]))
+    assert second.memory == 1.0 and stage.notes()[0].startswith("used")
+
+
 def test_what_the_memory_did_not_see_is_painted_in_near_its_edge(face_parts):
     """The mask head took a strip at the chin for a cover while the face was clean (a collar, a
     shadow): the memory has a hole there. Covered later, the hole comes from the memory painted
