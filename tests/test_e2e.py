@@ -82,7 +82,7 @@ def test_occluders_are_placed_on_the_face_for_every_kind():
 
 def test_end_to_end_run_through_the_app(tmp_path, generator_onnx):
     result = subprocess.run([sys.executable, "-m", "trainer", "e2e", "--model", str(generator_onnx), "--out", str(tmp_path),
-                             "--per-kind", "2", "--real", "4", "--size", "960x540"], cwd=ROOT, capture_output=True,
+                             "--per-kind", "2", "--real", "4", "--size", "960x540", "--jpeg", "70"], cwd=ROOT, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "e2e.json").read_text())
@@ -98,6 +98,16 @@ def test_end_to_end_run_through_the_app(tmp_path, generator_onnx):
     for name in ("e2e.md", "e2e_grid.jpg", "e2e_real_panel.jpg"):
         assert (tmp_path / name).stat().st_size > 100
     assert "| **all** |" in (tmp_path / "e2e.md").read_text()
+    assert report["jpeg"] == 70 and "JPEG at quality 70" in (tmp_path / "e2e.md").read_text()
+
+
+def test_pictures_as_a_camera_gives_them():
+    """--jpeg: the pictures the app and Telea see went through a codec (a little changed, more at a
+    lower quality); 0 leaves them as drawn."""
+    picture = cv2.resize(cv2.imread(str(sorted((DATA / "faces" / "utkface").glob("*.jpg"))[0])), (320, 240))
+    assert e2e.as_camera_gives_it(picture, 0) is picture
+    changes = [np.abs(e2e.as_camera_gives_it(picture, q).astype(int) - picture).mean() for q in (90, 50, 20)]
+    assert 0 < changes[0] < changes[1] < changes[2] < 12
 
 
 def test_end_to_end_refuses_a_bad_size(tmp_path, generator_onnx):

@@ -100,6 +100,8 @@ class EndToEndConfig:
     split: str = option("test", "faces of this split (choose models on validation, report on test)",
                         choices=("validation", "test"))
     seed: int = option(0, "seed of faces, placements and occluders", 0)
+    jpeg: int = option(0, "pictures and clip frames as a camera's codec leaves them: JPEG at this quality before the "
+                       "app sees them, the truth as drawn (0: as drawn)", 0, 100)
     landmarker: str | None = option(None, "MediaPipe face_landmarker.task (default: $DEOCC_MODEL_DIR or the user cache)")
 
 

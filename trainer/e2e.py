@@ -260,6 +260,14 @@ def _object(held, landmarks, shape, rng, kind):
     return _place(rgba, centre, scale, angle, (shape[1], shape[0]))
 
 
+def as_camera_gives_it(picture: np.ndarray, quality: int) -> np.ndarray:
+    """The picture through JPEG at ``quality`` (a webcam's or a call's codec); 0: as it is."""
+    if not quality:
+        return picture
+    ok, data = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else picture
+
+
 def composite(picture: np.ndarray, layer: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``layer`` over ``picture`` where ``alpha`` (H, W, 0-1) says, as uint8."""
     out = picture.astype(np.float32) * (1 - alpha[..., None]) + layer.astype(np.float32) * alpha[..., None]
@@ -438,8 +446,10 @@ def score_scene(scene: Scene, frame, blend, inpainted: np.ndarray | None = None)
 
 
 def evaluate_scenes(faces_root, occluders, engine, landmarker, per_kind: int, size, seed: int, split: str = "test",
-                    examples: int = 2):
+                    examples: int = 2, jpeg: int = 0):
     scenes = build_scenes(faces_root, occluders, landmarker, per_kind, size, seed, split)
+    for scene in scenes:  # the same scenes (placed on the clean face), as the camera's codec leaves them
+        scene.frame = as_camera_gives_it(scene.frame, jpeg)
     frames, blend = run_app([s.frame for s in scenes], engine, landmarker, still=True)
     rows, tiles = [], {}
     for scene, frame in progress(list(zip(scenes, frames)), desc="e2e"):
@@ -452,7 +462,8 @@ def evaluate_scenes(faces_root, occluders, engine, landmarker, per_kind: int, si
     return rows, tiles
 
 
-def evaluate_clip(faces_root, occluders, engine, landmarker, size, seed: int, split: str = "test", length: int = 60):
+def evaluate_clip(faces_root, occluders, engine, landmarker, size, seed: int, split: str = "test", length: int = 60,
+                  jpeg: int = 0):
     """A held-out hand rises over a still test face, stays, and leaves: the app in stream mode."""
     from deocc_live.landmarks import FaceLandmarks
 
@@ -484,7 +495,7 @@ def evaluate_clip(faces_root, occluders, engine, landmarker, size, seed: int, sp
         shift = np.float32([[1, 0, 0], [0, 1, lift * 0.8 * height]])
         moved_rgb = cv2.warpAffine(rgb, shift, (truth.shape[1], height))
         moved_alpha = cv2.warpAffine(alpha.astype(np.float32), shift, (truth.shape[1], height))
-        frames.append(composite(truth, moved_rgb, moved_alpha))
+        frames.append(as_camera_gives_it(composite(truth, moved_rgb, moved_alpha), jpeg))
         alphas.append(moved_alpha)
     outputs, _blend = run_app(frames, engine, landmarker, still=False)
     per_frame = []
@@ -575,6 +586,9 @@ def markdown(report: dict) -> str:
               f"{clip['ours_psnr']:.2f} dB against Telea's {clip['telea_psnr']:.2f} dB.",
               f"Real masked photos: {real.get('photos', 0)}; a face found on {real.get('found', 0):.0%}, "
               f"acted on {real.get('acted', 0):.0%} (over 5% of a found face's outline changed)."]
+    if report.get("jpeg"):
+        lines.append(f"Pictures and clip frames as JPEG at quality {report['jpeg']} (a camera's codec) before the app "
+                     "and Telea see them; the truth as drawn.")
     return "\n".join(lines)
 
 
@@ -593,8 +607,9 @@ def run(config) -> dict:
     engine = open_engine(config.model)
     try:
         rows, tiles = evaluate_scenes(data / "faces", data / "occluders", engine, landmarker, config.per_kind, size,
-                                      config.seed, config.split)
-        clip = evaluate_clip(data / "faces", data / "occluders", engine, landmarker, size, config.seed, config.split)
+                                      config.seed, config.split, jpeg=config.jpeg)
+        clip = evaluate_clip(data / "faces", data / "occluders", engine, landmarker, size, config.seed, config.split,
+                             jpeg=config.jpeg)
         real, panel = evaluate_real(data / "occluded_real", engine, landmarker, config.real, config.seed)
     finally:
         engine.close()
@@ -602,7 +617,7 @@ def run(config) -> dict:
 
     finder = find_asset(FINDER)  # the app's pipeline loads it where it is installed
     report = {"model": str(config.model), "data": str(data), "split": config.split, "frame_size": list(size),
-              "seed": config.seed, "finder": str(finder) if finder else None,
+              "seed": config.seed, "jpeg": config.jpeg, "finder": str(finder) if finder else None,
               "kinds": {kind: _summary([r for r in rows if r["kind"] == kind]) for kind in KINDS},
               "held_out": _summary([r for r in rows if r["held_out"]]),
               "seen": _summary([r for r in rows if not r["held_out"]]),
