@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from trainer.misalign import error_matrix
-from trainer.pairs import list_pairs, read_image, read_pair
+from trainer.pairs import jpeg_round_trip, list_pairs, read_image, read_pair
 
 
 def to_tensor(image_bgr: np.ndarray) -> torch.Tensor:
@@ -62,8 +62,7 @@ def softened(image: np.ndarray, seed: int) -> np.ndarray:
 
 def compressed(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The covered picture as JPEG at quality 30 to 85 (web photos, video calls' streams)."""
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 86))])
-    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else image
+    return jpeg_round_trip(image, int(rng.integers(30, 86)))
 
 
 def jittered(error: dict | None, amount: float, rng: np.random.Generator) -> dict:

@@ -27,7 +27,7 @@ from deocc_live.landmarks import face_outline_region
 from trainer.metrics import image_metrics, psnr_from_mse
 from trainer.occluders import (CHIN, EYE_OUTER, MOUTH, NOSE_TIP, OccluderBank, _jitter_colour, _place,
                                 _read_rgba, _recolour, _trim, held_out)
-from trainer.pairs import IMAGE_SUFFIXES, split_of
+from trainer.pairs import IMAGE_SUFFIXES, jpeg_round_trip, split_of
 from engines.atomic import atomic_write_bytes
 from trainer.util import progress
 
@@ -262,10 +262,7 @@ def _object(held, landmarks, shape, rng, kind):
 
 def as_camera_gives_it(picture: np.ndarray, quality: int) -> np.ndarray:
     """The picture through JPEG at ``quality`` (a webcam's or a call's codec); 0: as it is."""
-    if not quality:
-        return picture
-    ok, data = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else picture
+    return jpeg_round_trip(picture, quality) if quality else picture
 
 
 def composite(picture: np.ndarray, layer: np.ndarray, alpha: np.ndarray) -> np.ndarray:

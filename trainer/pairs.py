@@ -80,6 +80,13 @@ def read_image(path: Path, size: int | None = None) -> np.ndarray | None:
     return image
 
 
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """A BGR picture through JPEG at ``quality`` and back, as a camera's or a website's codec
+    leaves it (the picture itself where encoding fails)."""
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else image
+
+
 def estimate_mask(occluded: np.ndarray, clean: np.ndarray) -> np.ndarray:
     """An occlusion mask (uint8 0-255) for pairs that come without one: where the pictures
     differ beyond JPEG noise, closed and slightly grown."""
