@@ -202,3 +202,22 @@ def test_a_damaged_finder_file_is_reported_and_faces_are_still_found(tmp_path, m
     assert pipeline.track.finder is None
     assert any("finder not loaded" in message for message in pipeline.errors)
     pipeline.track.close()
+
+
+def test_a_face_one_window_is_sure_of_is_found_when_another_backs_it_less_surely(monkeypatch):
+    """A real close-up (a grey mask, the face wider than the picture) that no MediaPipe look
+    finds: one of the finder's windows is sure of it, the others that agree score below
+    SCORE_FLOOR but above AGREEING_FLOOR. When only sure windows may back a face, it is missed."""
+    import deocc_live.finder as finder_module
+
+    picture = cv2.imread(str(DATA / "occluded_real" / "masked_crops" / "0_0_1_copy_13.jpg"))
+    assert picture is not None
+    track = TrackStage(str(LANDMARKER), finder=_shipped())
+    try:
+        (face,) = _faces(track, picture)
+        eye_a, eye_b, nose, mouth_a, mouth_b = five_points(face.landmarks)
+        assert eye_a[0] < eye_b[0] and max(eye_a[1], eye_b[1]) < nose[1] < min(mouth_a[1], mouth_b[1])
+        monkeypatch.setattr(finder_module, "AGREEING_FLOOR", finder_module.SCORE_FLOOR)
+        assert _faces(track, picture) == []
+    finally:
+        track.close()
