@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -192,6 +193,48 @@ def test_a_grown_run_remembers_its_source_and_its_card_counts_all_the_training(t
     card = (tmp_path / "CARD.md").read_text()
     assert "2 steps of batch 2" in card and "after its 6 steps" in card and "8 steps in all" in card
     assert "2 bottleneck blocks" in card and "--bottleneck-blocks 4 --init-from SOURCE.ckpt" in card
+
+
+def test_runs_resumed_with_other_seeds_average_into_one_generator_the_card_describes(tiny_run, tiny_pairs, tmp_path):
+    """`deocc-train average`: two runs resumed from one checkpoint with different seeds give a
+    checkpoint whose generator weights (raw and EMA) are their mean; it records both runs, and the
+    card says what the weights are. Checkpoints of another shape are a one-line error."""
+    runs = []
+    for seed in (1, 2):
+        out = tmp_path / f"seed{seed}"
+        out.mkdir()
+        shutil.copy(tiny_run / "last.ckpt", out / "last.ckpt")
+        result = _train("fit", "--data", str(tiny_pairs), "--out", str(out), "--steps", "7", "--batch", "4",
+                        "--width", "0.5", "--workers", "0", "--adv-start", "3", "--resume", "--seed", str(seed))
+        assert result.returncode == 0, result.stderr[-2000:]
+        runs.append(checkpoint.load(out / "last.ckpt"))
+    a, b = runs
+    assert any(not torch.equal(a["generator_ema"][k], b["generator_ema"][k]) for k in a["generator_ema"])
+    result = _train("average", "--ckpt", str(tmp_path / "seed1" / "last.ckpt"), str(tmp_path / "seed2" / "last.ckpt"),
+                    "--out", str(tmp_path / "mean.ckpt"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    mean = checkpoint.load(tmp_path / "mean.ckpt")
+    for key in ("generator", "generator_ema"):
+        for name, tensor in mean[key].items():
+            if tensor.is_floating_point():
+                assert torch.allclose(tensor, (a[key][name] + b[key][name]) / 2, atol=1e-6), name
+    assert [run["seed"] for run in mean["averaged"]] == [1, 2] and mean["step"] == 7
+    evaluated = _train("eval", "--data", str(tiny_pairs), "--model", str(tmp_path / "mean.ckpt"), "--split", "train",
+                       "--out", str(tmp_path), "--limit", "4")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    from trainer.card import write_card
+
+    write_card(mean, json.loads((tmp_path / "eval.json").read_text()), tmp_path / "g.onnx", tmp_path / "CARD.md")
+    card = (tmp_path / "CARD.md").read_text()
+    assert "mean (`deocc-train average`) of 2 runs" in card and "seed 1 to step 7, seed 2 to step 7" in card
+    assert "deocc-train average --ckpt runs/seed1/last.ckpt runs/seed2/last.ckpt" in card
+    grown = tmp_path / "grown"
+    result = _train("fit", "--data", str(tiny_pairs), "--out", str(grown), "--steps", "1", "--batch", "2",
+                    "--width", "0.5", "--workers", "0", "--bottleneck-blocks", "4", "--init-from", str(tiny_run / "last.ckpt"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    refused = _train("average", "--ckpt", str(tmp_path / "mean.ckpt"), str(grown / "last.ckpt"), "--out", str(tmp_path / "x.ckpt"))
+    assert refused.returncode == 1 and "another shape" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "x.ckpt").exists()
 
 
 def test_eval_reports_three_rows(tiny_run, tiny_pairs, tmp_path):

@@ -19,6 +19,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
     while origin:
         sources.append(origin)
         origin = origin.get("origin")
+    averaged = state.get("averaged") or []  # runs whose generators were averaged (deocc-train average)
     gain = report["gain_over_telea_db"]
     ours, telea = report["metrics"]["ours"], report["metrics"]["telea"]
     lines = [
@@ -61,6 +62,9 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
                      if (source.get('model') or {}).get('bottleneck_blocks') not in (None, model.get('bottleneck_blocks')) else "")
                   + ")" for source in sources)
         + (f": {state['step'] + sum(source['step'] for source in sources):,} steps in all" if sources else "")
+        + (f". The weights are the mean (`deocc-train average`) of {len(averaged)} runs resumed from the same "
+           "checkpoint with different seeds: " + ", ".join(f"seed {run['seed']} to step {run['step']:,}" for run in averaged)
+           if averaged else "")
         + ". Loss "
         f"{config['rec']}·L1 (×{1 + config['hole']:.0f} where covered) + {config['ssim']}·(1 − SSIM) + "
         + (f"{config['adv']}·adversarial (PatchGAN-style DCGAN discriminator from step {config['adv_start']:,}) + "
@@ -99,6 +103,10 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
         f"--feature-match {config.get('feature_match', 0.0)} --printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)} "
         f"--degrade {config.get('degrade', 0.0)}   # as its last stretch ran",
+        *(["# the averaged runs: the command above resumed with --resume, as --out runs/seedS --seed S --steps N for "
+           + ", ".join(f"S={run['seed']} N={run['step']}" for run in averaged) + "; then:",
+           "deocc-train average --ckpt " + " ".join(f"runs/seed{run['seed']}/last.ckpt" for run in averaged)
+           + " --out runs/main/last.ckpt"] if averaged else []),
         "deocc-train eval --data data/pairs --model runs/main/last.ckpt --out runs/main/eval",
         "deocc-train misalign --out trainer/misalignment.json   # the crop errors fit replays (shipped)",
         "deocc-train export --ckpt runs/main/last.ckpt --onnx assets/deocc_gen.onnx",

@@ -43,3 +43,30 @@ def generator_from(state: dict, ema: bool = True):
     weights = state.get("generator_ema") if ema and state.get("generator_ema") else state["generator"]
     generator.load_state_dict(weights)
     return generator.eval()
+
+
+def average(paths: list, out: str | Path) -> dict:
+    """One checkpoint whose generator weights (raw and EMA) are the mean of those of ``paths``:
+    runs fine-tuned from one checkpoint with different seeds land in one basin, and their mean
+    scores better than either (a "model soup"). The rest (step, optimiser, discriminator, config)
+    is the first checkpoint's; ``averaged`` records each run's step, seed and training time, so
+    the model card can say what the weights are."""
+    if len(paths) < 2:
+        raise ValueError("average: give at least two checkpoints")
+    states = [load(path) for path in paths]
+    first = states[0]
+    for path, state in zip(paths[1:], states[1:]):
+        if state["model"] != first["model"]:
+            raise CheckpointError(f"{path} has another shape ({state['model']}) than {paths[0]} ({first['model']})")
+        if state.get("origin") != first.get("origin"):
+            raise CheckpointError(f"{path} was not started from the same weights as {paths[0]}")
+    merged = dict(first)
+    for key in ("generator", "generator_ema"):
+        weights = [state[key] for state in states]
+        merged[key] = {name: (sum(w[name].double() for w in weights) / len(weights)).to(tensor.dtype)
+                       if tensor.is_floating_point() else tensor.clone() for name, tensor in weights[0].items()}
+    merged["averaged"] = [{"step": int(state["step"]), "seed": int(state["config"].get("seed", 0)),
+                           "elapsed_s": float(state.get("elapsed_s", 0.0))} for state in states]
+    merged.pop("format", None)
+    save(out, merged)
+    return merged

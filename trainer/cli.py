@@ -160,6 +160,14 @@ def cmd_quantize(args):
           f"activation ranges at {ranges}{kept})")
 
 
+def cmd_average(args):
+    from trainer.checkpoint import average
+
+    state = average(args.ckpt, args.out)
+    runs = ", ".join(f"step {run['step']:,} (seed {run['seed']})" for run in state["averaged"])
+    print(f"wrote {args.out}: the mean of {len(state['averaged'])} generators: {runs}")
+
+
 def cmd_build_engine(args):
     from engines.tensorrt_build import build_engine
 
@@ -219,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--float-outputs", action=argparse.BooleanOptionalAction, default=True,
                           help="keep the convolutions that make the outputs in float (default: on)")
     quantize.set_defaults(handler=cmd_quantize)
+
+    average = sub.add_parser("average", help="checkpoints -> one whose generator weights are their mean (runs "
+                                             "resumed from one checkpoint with different seeds)")
+    average.add_argument("--ckpt", nargs="+", required=True, help="two or more checkpoints of the same shape")
+    average.add_argument("--out", required=True, help="checkpoint to write")
+    average.set_defaults(handler=cmd_average)
 
     engine = sub.add_parser("build-engine", help="ONNX -> TensorRT plan with our metadata header")
     engine.add_argument("--onnx", required=True, help="generator exported by `deocc-train export` (FP32, or its --fp16 graph)")
