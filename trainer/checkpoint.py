@@ -47,8 +47,8 @@ def generator_from(state: dict, ema: bool = True):
 
 def average(paths: list, out: str | Path) -> dict:
     """One checkpoint whose generator weights (raw and EMA) are the mean of those of ``paths``:
-    runs fine-tuned from one checkpoint with different seeds land in one basin, and their mean
-    scores better than either (a "model soup"). The rest (step, optimiser, discriminator, config)
+    runs fine-tuned from one checkpoint with different seeds stay in one basin, where their mean
+    often scores better than either (a "model soup"). The rest (step, optimiser, discriminator, config)
     is the first checkpoint's; ``averaged`` records each run's step, seed and training time, so
     the model card can say what the weights are."""
     if len(paths) < 2:
