@@ -581,3 +581,24 @@ def test_degrade_softens_both_pictures_alike_and_compresses_the_input(tiny_pairs
         degraded = degrading.load(1, seed)[1]
         changed += not any(np.array_equal(degraded, t) for t in (truth, truth[:, ::-1]))
     assert changed >= 10  # softened or noisy: 85% of them
+
+
+def test_uncovered_samples_show_the_truth_with_an_empty_mask(tiny_pairs):
+    """--uncovered: a share of samples with no cover at all, the input the truth itself and the
+    mask empty (the mask head must learn to leave an uncovered face alone); off, the samples are
+    what they were."""
+    from trainer.data import PairDataset
+
+    plain = PairDataset(tiny_pairs, "train", augment=True)
+    off = PairDataset(tiny_pairs, "train", augment=True, uncovered=0.0)
+    bare = PairDataset(tiny_pairs, "train", augment=True, uncovered=1.0)
+    half = PairDataset(tiny_pairs, "train", augment=True, uncovered=0.5)
+    shown = 0
+    for seed in range(12):
+        assert all(np.array_equal(x, y) for x, y in zip(plain.load(0, seed), off.load(0, seed)))
+        occluded, clean, mask = bare.load(0, seed)
+        assert np.array_equal(occluded, clean) and not mask.any()
+        assert plain.load(0, seed)[2].any()  # the same draw, when on, would have had a cover
+        occluded, clean, mask = half.load(0, seed)
+        shown += np.array_equal(occluded, clean) and not mask.any()
+    assert 2 <= shown <= 10

@@ -50,6 +50,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
            "shifts, scales and turns as on real photos)" if config.get('crop_jitter') else "")
         + (f"; {config['degrade']:.0%} of the samples degraded as real footage is (`--degrade`: lower resolution, "
            "noise, JPEG)" if config.get('degrade') else "")
+        + (f"; {config['uncovered']:.0%} of the samples without any cover (`--uncovered`: the input is the truth, "
+           "the mask empty)" if config.get('uncovered') else "")
         + ".",
         "",
         "## Training",
@@ -102,7 +104,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + ("--init-from SOURCE.ckpt " if sources else "")
         + f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
         f"--feature-match {config.get('feature_match', 0.0)} --printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)} "
-        f"--degrade {config.get('degrade', 0.0)}   # as its last stretch ran",
+        f"--degrade {config.get('degrade', 0.0)} --uncovered {config.get('uncovered', 0.0)}   # as its last stretch ran",
         *(["# the averaged runs: the command above resumed with --resume, as --out runs/seedS --seed S --steps N for "
            + ", ".join(f"S={run['seed']} N={run['step']}" for run in averaged) + "; then:",
            "deocc-train average --ckpt " + " ".join(f"runs/seed{run['seed']}/last.ckpt" for run in averaged)

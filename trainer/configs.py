@@ -75,6 +75,9 @@ class FitConfig:
                                 "degrees (0: none)", 0.0, 0.3)
     degrade: float = option(0.0, "share of samples degraded as real footage is: the face at a lower resolution and/or "
                             "noisy (truth too), the covered input as JPEG at quality 30-85 (0: none)", 0.0, 1.0)
+    uncovered: float = option(0.0, "share of samples with no cover at all (the input is the truth, the mask empty): "
+                              "the mask head learns that an uncovered face, its hair and what is beside it are "
+                              "not a cover (0: none)", 0.0, 0.5)
 
 
 @dataclass

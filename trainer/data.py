@@ -83,7 +83,8 @@ class PairDataset(Dataset):
     """Items are (index, sample_seed); returns (occluded, clean, mask) tensors."""
 
     def __init__(self, root, split: str, size: int | None = None, bank=None, augment: bool = False,
-                 misalign: list[dict] | None = None, crop_jitter: float = 0.0, degrade: float = 0.0):
+                 misalign: list[dict] | None = None, crop_jitter: float = 0.0, degrade: float = 0.0,
+                 uncovered: float = 0.0):
         self.pairs = list_pairs(root, split)
         if not self.pairs:
             raise FileNotFoundError(f"no {split} pairs under {root} (expected {split}/Mask and {split}/Unmask)")
@@ -94,6 +95,7 @@ class PairDataset(Dataset):
         self.misalign = misalign or []  # crop errors recorded on covered faces (trainer.misalign)
         self.crop_jitter = crop_jitter  # further crop errors, drawn (see jittered)
         self.degrade = degrade  # share of samples softened and compressed as real footage is
+        self.uncovered = uncovered  # share of samples shown with no cover (input = truth, empty mask)
         self.unreadable: set[str] = set()
 
     @property
@@ -122,6 +124,9 @@ class PairDataset(Dataset):
             if loaded is None:
                 return None
             occluded, clean, mask = loaded
+        # Asked only when it is on (as below): with none, the draws that follow are what they were.
+        if self.augment and self.uncovered > 0 and rng.random() < self.uncovered:
+            occluded, mask = clean.copy(), np.zeros_like(mask)
         # Asked only when degrading is on: with none, the draws that follow are what they were.
         if self.augment and self.degrade > 0 and rng.random() < self.degrade:
             seed = int(rng.integers(2**32))

@@ -126,7 +126,7 @@ class Trainer:
 
         self.train_set = PairDataset(config.data, "train", config.size or None, bank=bank, augment=True,
                                      misalign=misalign.load(config.misalign), crop_jitter=config.crop_jitter,
-                                     degrade=config.degrade)
+                                     degrade=config.degrade, uncovered=config.uncovered)
         self.size = self.train_set.size
         try:
             self.val_set = PairDataset(config.data, "validation", self.size)
