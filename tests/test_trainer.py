@@ -602,3 +602,75 @@ def test_uncovered_samples_show_the_truth_with_an_empty_mask(tiny_pairs):
         occluded, clean, mask = half.load(0, seed)
         shown += np.array_equal(occluded, clean) and not mask.any()
     assert 2 <= shown <= 10
+
+
+def test_a_body_drawn_in_its_box_is_the_body_drawn_on_the_whole_canvas():
+    """Procedural occluders (microphones, cups, phones, hands) are drawn on a canvas 4x the crop;
+    their rectangles are warped and blended only in the box they land in. That box must hold all
+    of it: the same as warping onto the whole canvas, at the edges and past them too."""
+    from trainer import occluders
+
+    size = 512
+    for seed, (centre, width, height, angle) in enumerate([((256, 256), 60, 300, 20), ((40, 470), 90, 200, -70),
+                                                            ((500, 10), 120, 120, 45), ((256, 600), 40, 140, 0),
+                                                            ((-30, 200), 50, 90, 10)]):
+        base = np.random.default_rng(100 + seed).uniform(0, 255, (size, size, 3)).astype(np.float32)
+        rgb, alpha = base.copy(), np.zeros((size, size), np.float32)
+        occluders._rotated_body(rgb, alpha, centre, width, height, angle, (40, 120, 200), np.random.default_rng(seed))
+        # The whole canvas, as drawn before the box: the same draws, the same patch.
+        rng = np.random.default_rng(seed)
+        w, h = int(width), int(height)
+        patch = np.ones((h, w, 3), np.float32) * np.float32([40, 120, 200]) * occluders._cylinder_shading(w, rng)[None, :, None]
+        patch += rng.normal(0, 4, patch.shape).astype(np.float32)
+        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+        matrix[:, 2] += np.asarray(centre) - np.array([w / 2, h / 2])
+        layer = cv2.warpAffine(patch, matrix, (size, size), flags=cv2.INTER_LINEAR)
+        mask = cv2.warpAffine(np.ones((h, w), np.float32), matrix, (size, size), flags=cv2.INTER_LINEAR)
+        whole = base * (1 - mask[..., None]) + layer * mask[..., None]
+        assert np.abs(alpha - mask).max() < 0.02
+        assert np.abs(rgb - whole).max() < 6.0 and np.abs(rgb - whole).mean() < 0.05
+        assert (alpha > 0.5).sum() == pytest.approx((mask > 0.5).sum(), abs=0.002 * size * size)
+
+
+def test_a_mask_template_shrunk_before_it_is_warped_lands_where_the_whole_template_lands():
+    """A face mask template is 512 px wide and lands about 80 px wide in a 128 px crop: it is
+    recoloured and warped from twice that size. It must cover the same pixels as the whole template
+    warped, with the same colour."""
+    from deocc_live.landmarks import FaceLandmarks
+    from media import LANDMARKER
+    from trainer import occluders
+
+    bank = occluders.OccluderBank.load(DATA / "occluders", "train")
+    face = cv2.resize(cv2.imread(str(sorted((DATA / "faces" / "utkface").glob("*.jpg"))[3])), (128, 128))
+    with FaceLandmarks(LANDMARKER) as finder:
+        landmarks = finder.detect(face)[0]
+    whole_template = lambda template, factor: (template.rgba.astype(np.float32), (1.0, 1.0))  # noqa: E731
+    shrunk_seen = 0
+    for seed in range(16):
+        rgb, alpha = bank._face_mask(landmarks, 128, np.random.default_rng(seed))
+        shrunk = occluders._shrunk_template
+        try:
+            occluders._shrunk_template = whole_template
+            full_rgb, full_alpha = bank._face_mask(landmarks, 128, np.random.default_rng(seed))
+        finally:
+            occluders._shrunk_template = shrunk
+        inside, full_inside = alpha > 0.5, full_alpha > 0.5
+        assert (inside & full_inside).sum() / (inside | full_inside).sum() > 0.97
+        assert np.abs(alpha - full_alpha).mean() < 0.01
+        both = inside & full_inside & (cv2.erode(full_inside.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+        assert np.abs(rgb[both].mean(axis=0) - full_rgb[both].mean(axis=0)).max() < 5.0
+        shrunk_seen += bool(np.abs(rgb - full_rgb).max() > 0)
+    assert shrunk_seen >= 12  # the shrinking did happen
+
+
+def test_the_data_path_is_timed_as_fit_loads_it_and_nothing_is_written(tiny_pairs, tmp_path):
+    """`fit --data-bench N` loads N batches as training would and prints samples/s: what the data
+    path can give a GPU, to size --workers by. It trains and writes nothing."""
+    out = tmp_path / "run"
+    result = _train("fit", "--data", str(tiny_pairs), "--out", str(out), "--batch", "4", "--workers", "1",
+                    "--data-bench", "6", "--degrade", "0.2")
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("data path:"))
+    rate = float(line.split()[2])
+    assert rate > 0 and "6 batches of 4, 1 loader process(es)" in line
+    assert not out.exists()

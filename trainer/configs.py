@@ -78,6 +78,8 @@ class FitConfig:
     uncovered: float = option(0.0, "share of samples with no cover at all (the input is the truth, the mask empty): "
                               "the mask head learns that an uncovered face, its hair and what is beside it are "
                               "not a cover (0: none)", 0.0, 0.5)
+    data_bench: int = option(0, "only time the data path: load this many batches as training would (the same "
+                             "workers, batch and augmentation), print samples/s, train and write nothing (0: train)", 0)
 
 
 @dataclass

@@ -317,9 +317,35 @@ class Trainer:
                 writer.writeheader()
             writer.writerow(row)
 
+    def _loader(self, steps: int):
+        config = self.config
+        sampler = StepBatchSampler(len(self.train_set), config.batch, config.seed, self.step, steps,
+                                   self.rank, self.world)
+        return sampler, DataLoader(self.train_set, batch_sampler=sampler, num_workers=config.workers,
+                                   persistent_workers=False, prefetch_factor=4 if config.workers else None)
+
+    def time_data(self) -> dict:
+        """``data_bench`` batches loaded as training loads them (after one that starts the loader
+        processes), timed: what the data path gives a GPU at most. Nothing is trained or written."""
+        config = self.config
+        _sampler, loader = self._loader(self.step + config.data_bench + 1)
+        batches = iter(loader)
+        next(batches)
+        start, samples = time.monotonic(), 0
+        for occluded, _clean, _mask in batches:
+            samples += len(occluded)
+        rate = samples * self.world / max(time.monotonic() - start, 1e-6)
+        if self.main:
+            print(f"data path: {rate:.1f} samples/s ({config.data_bench} batches of {config.batch}, "
+                  f"{config.workers} loader process(es){f' per rank, {self.world} ranks' if self.world > 1 else ''}; "
+                  "nothing trained)", flush=True)
+        return {"data_samples_per_s": rate}
+
     def run(self) -> dict:
         config = self.config
         self.build()
+        if config.data_bench:
+            return self.time_data()
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             if (self.out / "log.csv").is_file():
@@ -328,10 +354,7 @@ class Trainer:
             print(f"generator {parameter_count(self.generator):,} parameters, crop {self.size}px, "
                   f"{len(self.train_set)} train pairs ({'online occlusion' if self.train_set.online else 'fixed pairs'}), "
                   f"autocast {self.amp}, device {self.device}, world {self.world}, from step {self.step}")
-        sampler = StepBatchSampler(len(self.train_set), config.batch, config.seed, self.step, config.steps,
-                                   self.rank, self.world)
-        loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=config.workers,
-                            persistent_workers=False, prefetch_factor=4 if config.workers else None)
+        sampler, loader = self._loader(config.steps)
         val_batch = fixed_batch(self.val_set, 16)
         handlers = self._install_signal_handlers()
         last_save = time.monotonic()

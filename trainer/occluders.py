@@ -69,6 +69,7 @@ class MaskTemplate:
     anchors: np.ndarray  # (6, 2): a, b, c (top: left, middle, right), d, e, f (bottom)
     recolourable: bool
     name: str = ""
+    half: np.ndarray | None = None  # float32 RGBA at half the size (made when first used)
 
 
 @dataclass
@@ -178,9 +179,14 @@ class OccluderBank:
         if best is None:
             return None
         _, template, homography = best
-        rgba = template.rgba.astype(np.float32)
+        # The template (512 px wide) lands 5-7 times smaller in the crop: recoloured and warped
+        # from twice the size it lands at, not from all of it (same look, a fifth of the work).
+        factor = min(1.0, 2.0 * float(max(np.ptp(targets[:, 0]) / max(np.ptp(template.anchors[:, 0]), 1e-6),
+                                          np.ptp(targets[:, 1]) / max(np.ptp(template.anchors[:, 1]), 1e-6))))
+        rgba, (fx, fy) = _shrunk_template(template, factor)
+        homography = homography @ np.diag([1.0 / fx, 1.0 / fy, 1.0])
         if template.recolourable and rng.random() < 0.6:
-            rgba[..., :3] = _recolour(rgba[..., :3], self.textures, rng)
+            rgba[..., :3] = _recolour(rgba[..., :3], self.textures, rng, texture_scale=fx)
         rgba[..., :3] = _jitter_colour(rgba[..., :3], rng)
         warped = cv2.warpPerspective(rgba, homography, (size, size), flags=cv2.INTER_AREA,
                                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -188,7 +194,7 @@ class OccluderBank:
 
     def _cutout(self, kind, landmarks, size, rng):
         images = self.cutouts[kind]
-        rgba = images[rng.integers(len(images))].astype(np.float32)
+        rgba = images[rng.integers(len(images))]
         if rng.random() < 0.5:
             rgba = rgba[:, ::-1]
         eye_a, eye_b = landmarks[EYE_OUTER[0]], landmarks[EYE_OUTER[1]]
@@ -215,8 +221,12 @@ class OccluderBank:
             extent = face_width * (rng.uniform(0.5, 1.4) if kind == "hand" else rng.uniform(0.35, 0.9))
             scale = extent / max(height, width)
             angle = rng.uniform(-70, 70) if kind == "hand" else rng.uniform(-45, 45)
-        rgba[..., :3] = _jitter_colour(rgba[..., :3], rng)
-        return _place(rgba, centre, scale, angle, size)
+        # Shrunk to its final size first, then recoloured (the colour change is per pixel).
+        small = _shrunk(rgba, scale)
+        if small is None:
+            return None
+        small[..., :3] = _jitter_colour(small[..., :3], rng)
+        return _turned(small, centre, angle, size)
 
 
 def _printed(rgb: np.ndarray, alpha: np.ndarray, face: np.ndarray, landmarks: np.ndarray, rng) -> np.ndarray:
@@ -334,11 +344,17 @@ def _load_mask_templates(root: Path) -> list[list[MaskTemplate]]:
     return sets
 
 
-def _recolour(rgb: np.ndarray, textures: list[np.ndarray], rng) -> np.ndarray:
+def _recolour(rgb: np.ndarray, textures: list[np.ndarray], rng, texture_scale: float = 1.0) -> np.ndarray:
+    """A mask's colour replaced by a fabric texture or a plain colour, its shading kept; the texture
+    shrunk by ``texture_scale`` (a template that was shrunk by as much keeps the pattern's size)."""
     height, width = rgb.shape[:2]
     shade = rgb.mean(axis=2, keepdims=True) / max(float(rgb.mean()), 1.0)
     if textures and rng.random() < 0.6:
         texture = textures[rng.integers(len(textures))]
+        if texture_scale < 1.0:
+            texture = cv2.resize(texture, (max(1, round(texture.shape[1] * texture_scale)),
+                                           max(1, round(texture.shape[0] * texture_scale))),
+                                 interpolation=cv2.INTER_AREA)
         reps = (height // texture.shape[0] + 1, width // texture.shape[1] + 1, 1)
         pattern = np.tile(texture, reps)[:height, :width].astype(np.float32)
     else:
@@ -354,11 +370,45 @@ def _jitter_colour(rgb: np.ndarray, rng) -> np.ndarray:
 def _place(rgba: np.ndarray, centre, scale: float, angle: float, size):
     """Shrink the cut-out to its final scale (area filter, no aliasing), rotate about its centre
     and put its centre at ``centre``, on a canvas of ``size`` (a square's side, or (width, height))."""
+    small = _shrunk(rgba, scale)
+    return None if small is None else _turned(small, centre, angle, size)
+
+
+def _shrunk(rgba: np.ndarray, scale: float) -> np.ndarray | None:
+    """The cut-out at ``scale`` (area filter when shrinking), as float32."""
     if scale <= 0:
         return None
     height, width = rgba.shape[:2]
     new_w, new_h = max(int(round(width * scale)), 2), max(int(round(height * scale)), 2)
-    small = cv2.resize(rgba, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    small = cv2.resize(np.ascontiguousarray(rgba), (new_w, new_h),
+                       interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return small.astype(np.float32, copy=False)
+
+
+def _shrunk_template(template: MaskTemplate, factor: float) -> tuple[np.ndarray, tuple[float, float]]:
+    """(the template's RGBA shrunk by ``factor`` (area filter: its mean colour, which recolouring
+    reads, stays), as float32; the actual (x, y) factors), or the template as float32 and (1, 1)
+    when ``factor`` is 1 or more. Shrunk from a half-size copy kept with the template when
+    ``factor`` is under 0.5."""
+    rgba = template.rgba
+    height, width = rgba.shape[:2]
+    if factor >= 1.0:
+        return rgba.astype(np.float32), (1.0, 1.0)
+    new_w, new_h = max(int(round(width * factor)), 2), max(int(round(height * factor)), 2)
+    if factor <= 0.5:
+        if template.half is None:
+            template.half = cv2.resize(rgba.astype(np.float32), (max(width // 2, 2), max(height // 2, 2)),
+                                       interpolation=cv2.INTER_AREA)
+        source = template.half
+    else:
+        source = rgba.astype(np.float32)
+    small = cv2.resize(source, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return small, (new_w / width, new_h / height)
+
+
+def _turned(small: np.ndarray, centre, angle: float, size):
+    """A cut-out at its final scale rotated about its centre, its centre at ``centre``."""
+    new_h, new_w = small.shape[:2]
     matrix = cv2.getRotationMatrix2D((new_w / 2, new_h / 2), angle, 1.0)
     matrix[:, 2] += np.asarray(centre) - np.array([new_w / 2, new_h / 2])
     canvas = (size, size) if np.isscalar(size) else tuple(size)
@@ -413,11 +463,19 @@ def _rotated_body(rgb, alpha, centre, width, height, angle, colour, rng, shading
     patch_alpha = np.ones((h, w), np.float32)
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
     matrix[:, 2] += np.asarray(centre) - np.array([w / 2, h / 2])
+    # Only the box the rectangle lands in is warped and blended (the canvas is 4x the crop).
     size = rgb.shape[0]
-    layer = cv2.warpAffine(patch, matrix, (size, size), flags=cv2.INTER_LINEAR)
-    mask = cv2.warpAffine(patch_alpha, matrix, (size, size), flags=cv2.INTER_LINEAR)
-    rgb[:] = rgb * (1 - mask[..., None]) + layer * mask[..., None]
-    alpha[:] = np.maximum(alpha, mask)
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64) @ matrix.T
+    x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int) - 2, 0, size)
+    x1, y1 = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 2, 0, size)
+    if x1 <= x0 or y1 <= y0:
+        return
+    matrix[:, 2] -= (x0, y0)
+    layer = cv2.warpAffine(patch, matrix, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpAffine(patch_alpha, matrix, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR)
+    box = (slice(y0, y1), slice(x0, x1))
+    rgb[box] = rgb[box] * (1 - mask[..., None]) + layer * mask[..., None]
+    alpha[box] = np.maximum(alpha[box], mask)
 
 
 def _mouth_and_width(landmarks):
@@ -441,14 +499,19 @@ def _microphone(landmarks, size, rng):
         _rotated_body(rgb, alpha, c + direction * (length / 2 + r * 0.6), r * 0.8, length, angle, handle_colour, rng)
         ball = np.zeros(alpha.shape, np.uint8)
         cv2.circle(ball, tuple(int(v) for v in c), int(r), 1, -1, cv2.LINE_AA)
-        yy, xx = np.mgrid[0:alpha.shape[0], 0:alpha.shape[1]].astype(np.float32)
+        # The grille's shading and mesh, worked out only in the ball's box.
+        x0, y0 = (max(int(np.floor(v - r)) - 2, 0) for v in c)
+        x1, y1 = min(int(np.ceil(c[0] + r)) + 3, alpha.shape[1]), min(int(np.ceil(c[1] + r)) + 3, alpha.shape[0])
+        if x1 <= x0 or y1 <= y0:
+            return
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         shade = np.clip(1.15 - 0.6 * np.hypot(xx - c[0] + 0.35 * r, yy - c[1] + 0.35 * r) / r, 0.3, 1.3)
         period = max(int(r / 4), 2)
         mesh = 0.75 + 0.25 * (((xx.astype(int) // period) + (yy.astype(int) // period)) % 2)
         sphere = grille[None, None, :] * (shade * mesh)[..., None]
-        inside = ball.astype(bool)
-        rgb[inside] = sphere[inside]
-        alpha[inside] = 1.0
+        inside = ball[y0:y1, x0:x1].astype(bool)
+        rgb[y0:y1, x0:x1][inside] = sphere[inside]
+        alpha[y0:y1, x0:x1][inside] = 1.0
     return _draw_layer(size, paint)
 
 
