@@ -206,6 +206,35 @@ def test_a_cover_held_still_since_the_memory_was_kept_is_left_to_the_generator(f
     assert np.allclose(face.restored[inside], 0.5, atol=0.01)
 
 
+def test_what_the_mask_head_missed_of_a_cover_beside_it_comes_from_the_memory_too(face_parts):
+    """A cover whose top edge the mask head missed (4 px of it, like fingertips): with the memory
+    in use that edge is taken for the cover and restored from the memory; a change far from the
+    cover (the brows) is not; with ``rim_level`` 0 the edge is left as the mask head saw it."""
+    cover, flagged = (slice(80, 120), slice(30, 98)), (slice(84, 120), slice(30, 98))
+    rim = np.zeros((128, 128), bool)
+    rim[cover] = True
+    rim[flagged] = False
+    brows = (slice(30, 38), slice(44, 84))
+    truth = warp_crop(face_parts[0], face_parts[2], 128).astype(np.float32) / 255
+    for level in (0.08, 0.0):
+        stage = FaceMemoryStage(LiveSettings(), fade_frames=1, rim_level=level)
+        for index in range(4):
+            stage(_frame([_face(face_parts, False, new=index == 0)]))
+        face = _face(face_parts, False)
+        face.crop = face.crop.copy()
+        face.crop[cover] = (90, 110, 150)
+        face.crop[brows] = (40, 40, 40)
+        face.occlusion[flagged] = 1.0
+        stage(_frame([face]))
+        assert face.memory == 1.0
+        if level:
+            assert (face.occlusion[rim] > 0.99).mean() > 0.9
+            assert np.abs(face.restored[rim] - truth[rim]).mean() < 0.04  # the face, not the cover's colour
+            assert not face.occlusion[brows].any()
+        else:
+            assert not face.occlusion[rim].any()
+
+
 def test_talking_and_a_new_mouth_fall_back_to_the_generator(face_parts):
     stage = FaceMemoryStage(LiveSettings())
     for index in range(4):

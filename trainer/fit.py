@@ -321,8 +321,10 @@ class Trainer:
         config = self.config
         sampler = StepBatchSampler(len(self.train_set), config.batch, config.seed, self.step, steps,
                                    self.rank, self.world)
+        # Pinned batches on a GPU: the copy to it overlaps the step (non_blocking in _prepare).
         return sampler, DataLoader(self.train_set, batch_sampler=sampler, num_workers=config.workers,
-                                   persistent_workers=False, prefetch_factor=4 if config.workers else None)
+                                   persistent_workers=False, prefetch_factor=4 if config.workers else None,
+                                   pin_memory=self.device.type == "cuda")
 
     def time_data(self) -> dict:
         """``data_bench`` batches loaded as training loads them (after one that starts the loader
