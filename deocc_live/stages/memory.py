@@ -216,9 +216,9 @@ class FaceMemoryStage:
         covered (within ``rim_reach`` crop widths), on the face, where the memory saw the face and
         the picture differs from it (lit as now) by more than ``rim_level``. The memory knows what
         the face looked like there; fingertips over the lips and a cover's rim do not look like it.
-        A clip where a hand comes and goes (validation, seed 1): fingertips the mask head left were
-        left in the picture, 27.66 -> 30.09 dB inside the hand (a generator trained on degraded
-        pictures, whose mask head left more of them: 24.49 -> 28.24); memory-eval's validation
+        A clip where a hand comes and goes (validation, seed 1), whose fingertips the mask head
+        missed and the picture kept: 27.66 -> 30.09 dB inside the hand (a generator trained on
+        degraded pictures, whose mask head missed more of them: 24.49 -> 28.24); memory-eval's validation
         clips unchanged (stills 23.14 -> 23.13 dB, tilting, coming closer and turning +0.01 to
         +0.09), their switch flicker lower (stills 5.63 -> 5.52). At a level of 0.12: 30.00 dB, and
         memory-eval as at 0.08; reaching 0.04 or 0.12 crop widths: 30.04 / 30.09 dB."""
