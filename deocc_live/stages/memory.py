@@ -228,9 +228,7 @@ class FaceMemoryStage:
         size = face.crop.shape[0]
         current = face.crop.astype(np.float32) * (1 / 255)
         difference = cv2.GaussianBlur(np.abs(lit - current).max(axis=2), (0, 0), max(0.01 * size, 0.5))
-        radius = max(1, round(self.rim_reach * size))
-        beside = cv2.dilate(covered.astype(np.uint8),
-                            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))).astype(bool)
+        beside = cv2.dilate(covered.astype(np.uint8), self._kernel(size, self.rim_reach)).astype(bool)
         missed = beside & (usable > 0.5) & (difference > self.rim_level)
         return np.maximum(face.occlusion, missed.astype(np.float32))
 
@@ -245,8 +243,9 @@ class FaceMemoryStage:
         return float(np.abs(np.diff(values)).sum() - abs(values[-1] - values[0]))
 
     @staticmethod
-    def _kernel(size: int) -> np.ndarray:
-        radius = max(1, round(0.03 * size))
+    def _kernel(size: int, reach: float = 0.03) -> np.ndarray:
+        """A disc ``reach`` crop widths in radius (at least one pixel)."""
+        radius = max(1, round(reach * size))
         return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
     @staticmethod
