@@ -3,7 +3,8 @@
 Per track, while the face is uncovered (little predicted occlusion over the lower face), steady
 and frontal enough, its aligned camera crop is kept, a few of them for different poses and mouth
 openings. When the face is covered, the remembered crop closest in pose and mouth is fitted to the
-current landmarks (a similarity in aligned space) and to the current light (a smooth per-channel
+current landmarks (a similarity in aligned space), registered to the face visible around the cover
+(an affine warp, by ECC), and fitted to the current light (a smooth per-channel
 gain read where the face is visible now), and it restores the face where it agrees with what is
 visible around the cover; the generator's face is used where it does not, and the switch between
 the two fades over a few frames. What a memory did not see is painted in from what it saw around
@@ -42,6 +43,7 @@ class Memory:
     mouth: float            # inner-lip gap over the crop size
     filled: np.ndarray | None = None  # crop with its unseen parts painted in from around them (made when first used)
     usable: np.ndarray | None = None  # (S, S) float32: how far the filled crop may be trusted
+    grey: np.ndarray | None = None    # the crop in grey, for the registration (made when first used)
 
 
 @dataclass
@@ -63,7 +65,8 @@ class FaceMemoryStage:
                  uncovered_level: float = 0.3, covered_level: float = 0.02, steady: float = 0.01,
                  pose_limit: float = 0.035, mouth_limit: float = 0.12, talking: float = 0.04,
                  agreement: float = 0.07, keep_lost_ms: float = 1000.0, hole_reach: float = 0.2,
-                 rim_level: float = 0.08, rim_reach: float = 0.08):
+                 rim_level: float = 0.08, rim_reach: float = 0.08, register: bool = True,
+                 register_steps: int = 30):
         self.settings = settings or LiveSettings()
         self.slots = slots                      # memories per track
         self.fade_step = 1.0 / max(fade_frames, 1)
@@ -78,6 +81,8 @@ class FaceMemoryStage:
         self.hole_reach = hole_reach            # how far (crop widths) into what it did not see a memory's painted-in face is trusted
         self.rim_level = rim_level              # difference from the memory (0-1) that makes a pixel beside a cover part of it (0: off)
         self.rim_reach = rim_reach              # how far (crop widths) beside what the mask head took for covered that is looked for
+        self.register = register                # refine the memory's fit by image registration (see _registered)
+        self.register_steps = register_steps    # its most iterations
         self._tracks: dict[int, _TrackMemory] = {}
         self._regions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._now = 0.0  # the frame's time, ms
@@ -280,6 +285,35 @@ class FaceMemoryStage:
             return None, f"disagrees ({error:.3f})"
         return (memory, (lit, usable)), f"used (pose {pose:.3f}, difference {error:.3f})"
 
+    def _registered(self, face: Face, memory: Memory, matrix: np.ndarray) -> np.ndarray:
+        """The memory-to-crop warp (2x3) refined by image registration: ECC (OpenCV's enhanced
+        correlation coefficient, insensitive to brightness and contrast) fits an affine warp of
+        the remembered face onto the face visible now, starting from the landmarks' similarity.
+        Under a cover MediaPipe re-guesses the whole mesh, its upper points included (they move by
+        about 2% of the crop as a mask goes on), and a turning head is not a similarity; the
+        pixels around the cover tell where the remembered face belongs. Keeps ``matrix`` where too
+        little is visible, ECC does not converge, or its answer strays more than 10% of the crop."""
+        size = face.crop.shape[0]
+        if memory.grey is None:
+            memory.grey = cv2.cvtColor(memory.crop, cv2.COLOR_BGR2GRAY)
+        valid = cv2.warpAffine(memory.valid, matrix, (size, size), flags=cv2.INTER_LINEAR)
+        visible = ((face.occlusion < 0.1) & self._regions_for(size)[0] & (valid > 0.5)).astype(np.uint8)
+        if visible.mean() < 0.05:
+            return matrix
+        current = cv2.cvtColor(face.crop, cv2.COLOR_BGR2GRAY).astype(np.float32) * (1 / 255)
+        # ECC's warp maps the current crop's pixels to the memory's.
+        warp = cv2.invertAffineTransform(matrix).astype(np.float32)
+        try:
+            _, warp = cv2.findTransformECC(current, memory.grey, warp, cv2.MOTION_AFFINE,
+                                           (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, self.register_steps, 1e-4),
+                                           visible, 3)
+        except cv2.error:  # did not converge (or nothing to correlate)
+            return matrix
+        refined = cv2.invertAffineTransform(warp.astype(np.float64))
+        corners = np.float64([[0, 0, 1], [size, 0, 1], [size, size, 1], [0, size, 1]])
+        moved = np.abs(corners @ refined.T - corners @ matrix.T).max()
+        return refined if moved < 0.1 * size else matrix
+
     def _filled(self, memory: Memory) -> tuple[np.ndarray, np.ndarray]:
         """(the memory with what it did not see painted in from what it saw around it, how far
         that may be used: fully where it was seen, fading to nothing ``hole_reach`` crop widths
@@ -300,10 +334,15 @@ class FaceMemoryStage:
         where the face is visible now)."""
         size = face.crop.shape[0]
         matrix = align.similarity(memory.points, points)
+        if self.register:
+            matrix = self._registered(face, memory, matrix)
         filled, usable = self._filled(memory)
-        warped = cv2.warpAffine(filled, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        valid = cv2.warpAffine(memory.valid, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        usable = cv2.warpAffine(usable, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+        def warp(image, border):
+            return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
+        warped = warp(filled, cv2.BORDER_REPLICATE)
+        valid = warp(memory.valid, cv2.BORDER_CONSTANT)
+        usable = warp(usable, cv2.BORDER_CONSTANT)
         current = face.crop.astype(np.float32) * (1 / 255)
         visible = ((face.occlusion < 0.1) & self._regions_for(size)[0]).astype(np.float32) * (valid > 0.5)
         # Light: a smooth per-channel gain, current over remembered, read where the face is visible
@@ -321,7 +360,7 @@ class FaceMemoryStage:
             # Painted in only where the picture changed since: where the memory's hole still shows
             # what it showed then (the same cover, held still), it knows nothing the generator
             # does not, and the generator fills it.
-            then = cv2.warpAffine(memory.crop, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            then = warp(memory.crop, cv2.BORDER_REPLICATE)
             change = cv2.GaussianBlur(np.abs(current - then * gain).max(axis=2), (0, 0), 0.02 * size)
             usable = np.maximum(valid, usable * np.clip((change - CHANGED / 2) / (CHANGED / 2), 0, 1))
         return lit, usable, visible
