@@ -444,6 +444,36 @@ def test_the_detail_loss_asks_for_the_truths_detail_where_covered():
     assert parts(outside)["detail"] < 0.05 * parts(blurred)["detail"]
 
 
+def test_the_colour_loss_asks_for_the_truths_mean_colour_where_covered():
+    """A fill tinted as a whole costs what the tint is; one with the right mean colour but the
+    wrong texture (the truth flipped inside the cover) costs less than a slight tint, although
+    its L1 is larger; what lies outside the cover and uncovered samples count for nothing."""
+    from trainer.losses import LossWeights, generator_loss
+
+    faces = sorted((DATA / "faces" / "utkface").glob("*.jpg"))[:4]
+    truth = torch.stack([torch.from_numpy(cv2.resize(cv2.imread(str(p)), (128, 128))).permute(2, 0, 1).float()
+                         for p in faces]) / 127.5 - 1
+    covered = torch.zeros(len(faces), 1, 128, 128)
+    covered[:3, :, 70:120, 30:100] = 1  # the last sample is uncovered
+    tint = torch.tensor([0.1, 0.0, -0.1]).view(1, 3, 1, 1)
+
+    def parts(restored, weight=10.0):
+        return generator_loss(restored, covered.clone(), truth, covered, LossWeights(colour=weight))[1]
+
+    assert parts(truth)["colour"] == pytest.approx(0.0, abs=1e-6)
+    assert parts(truth + tint * covered)["colour"] == pytest.approx(0.2, abs=1e-3)
+    flipped = truth.clone()
+    flipped[..., 70:120, 30:100] = truth[..., 70:120, 30:100].flip(2)
+    slight = truth + 0.2 * tint * covered
+    assert parts(flipped)["colour"] < parts(slight)["colour"]
+    assert (flipped - truth).abs().mean() > (slight - truth).abs().mean()  # what L1 alone would prefer
+    assert parts(truth + tint * (1 - covered))["colour"] == pytest.approx(0.0, abs=1e-6)
+    uncovered = truth.clone()
+    uncovered[3] += 0.5
+    assert parts(uncovered)["colour"] == pytest.approx(0.0, abs=1e-6)
+    assert "colour" not in parts(truth + tint, weight=0.0)
+
+
 def test_printed_masks_are_painted_inside_the_mask_only_and_deterministic():
     """Some face masks carry a print (a mouth, bold shapes): its pixels lie inside the mask, the
     occlusion mask is the mask's own, and the same seed draws the same print."""

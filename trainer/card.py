@@ -74,6 +74,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
            else "no adversarial term (the discriminator off) + ")
         + (f"{config['detail']}·(L1 of the local detail where covered) + " if config.get('detail') else "")
         + (f"{config['feature_match']}·(discriminator feature matching) + " if config.get('feature_match') else "")
+        + (f"{config['colour']}·(L1 of the mean colour where covered) + " if config.get('colour') else "")
         + f"{config['mask']}·(BCE + Tversky, misses weighted {config.get('recall', 0.5)}) on the mask; Adam lr "
         f"{config['lr']} (the loss weights and rates of the last stretch of training: a run resumed with "
         "`--resume` may change them, see the README); the exported weights are the EMA "
@@ -104,7 +105,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + ("--init-from SOURCE.ckpt " if sources else "")
         + f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
         f"--feature-match {config.get('feature_match', 0.0)} --printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)} "
-        f"--degrade {config.get('degrade', 0.0)} --uncovered {config.get('uncovered', 0.0)}   # as its last stretch ran",
+        f"--degrade {config.get('degrade', 0.0)} --uncovered {config.get('uncovered', 0.0)}"
+        + (f" --colour {config['colour']}" if config.get('colour') else "") + "   # as its last stretch ran",
         *(["# the averaged runs: the command above resumed with --resume, as --out runs/seedS --seed S --steps N for "
            + ", ".join(f"S={run['seed']} N={run['step']}" for run in averaged) + "; then:",
            "deocc-train average --ckpt " + " ".join(f"runs/seed{run['seed']}/last.ckpt" for run in averaged)

@@ -43,6 +43,7 @@ class LossWeights:
     recall: float = 0.7  # Tversky weight of missed covered pixels (0.5: Dice); a rim left uncovered shows
     detail: float = 0.0  # weight of the local detail loss where covered (0: none)
     feature_match: float = 0.0  # weight of discriminator feature matching (0: none)
+    colour: float = 0.0  # weight of the covered region's mean colour error (0: none)
 
 
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
@@ -65,6 +66,8 @@ def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
     """λ_rec·L1 (heavier where covered) + λ_ssim·(1 − SSIM) + λ_adv·adversarial + λ_mask·mask
     (BCE + Tversky, which with ``recall`` above 0.5 weighs missed covered pixels over false alarms)
     + λ_detail·(local detail's L1 where covered, see ``local_detail``)
+    + λ_colour·(the L1 between the mean colours of ours and of the truth over each sample's covered
+    region: the colour shift a viewer sees, which per-pixel L1 leaves to the pixels' medians)
     + λ_fm·(feature matching: the mean L1 between the discriminator's activations on ours and on
     the truth, layer by layer, as in pix2pixHD; the truth's are constants).
     Images in [-1, 1]; masks in [0, 1]."""
@@ -85,6 +88,15 @@ def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
         detail = gap.sum() / true_mask.sum().clamp(min=1.0)
         total = total + weights.detail * detail
         parts["detail"] = detail.item()
+    if weights.colour > 0:
+        area = true_mask.sum(dim=(2, 3)).clamp(min=1.0)
+        ours = (restored * true_mask).sum(dim=(2, 3)) / area
+        truth = (target * true_mask).sum(dim=(2, 3)) / area
+        # Samples weighed by how much of them is covered (an uncovered one asks nothing).
+        share = true_mask.mean(dim=(1, 2, 3))
+        colour = ((ours - truth).abs().sum(dim=1) * share).sum() / share.sum().clamp(min=1e-6)
+        total = total + weights.colour * colour
+        parts["colour"] = colour.item()
     if fake_features is not None and real_features is not None and weights.feature_match > 0:
         matching = sum((fake.float() - real.detach().float()).abs().mean()
                        for fake, real in zip(fake_features, real_features)) / len(fake_features)
