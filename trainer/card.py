@@ -105,7 +105,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + ("--init-from SOURCE.ckpt " if sources else "")
         + f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
         f"--feature-match {config.get('feature_match', 0.0)} --printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)} "
-        f"--degrade {config.get('degrade', 0.0)} --uncovered {config.get('uncovered', 0.0)}"
+        f"--degrade {config.get('degrade', 0.0)} --uncovered {config.get('uncovered', 0.0)} --recall {config.get('recall', 0.7)}"
         + (f" --colour {config['colour']}" if config.get('colour') else "") + "   # as its last stretch ran",
         *(["# the averaged runs: the command above resumed with --resume, as --out runs/seedS --seed S --steps N for "
            + ", ".join(f"S={run['seed']} N={run['step']}" for run in averaged) + "; then:",
