@@ -312,6 +312,14 @@ def test_torchrun_ddp_on_cpu(tiny_pairs, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world 2" in result.stdout
     assert checkpoint.load(tmp_path / "ddp" / "last.ckpt")["step"] == 2
+    bench = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+         "-m", "trainer", "fit", "--data", str(tiny_pairs), "--out", str(tmp_path / "bench"), "--batch", "2",
+         "--width", "0.5", "--workers", "0", "--threads", "1", "--data-bench", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    assert "per rank, 2 ranks" in bench.stdout  # --data-bench under torchrun: both ranks load, nothing trained
+    assert not (tmp_path / "bench").exists()
 
 
 def test_int8_quantisation_keeps_the_contract(tiny_pairs, tiny_onnx, tmp_path):

@@ -347,7 +347,10 @@ class Trainer:
         config = self.config
         self.build()
         if config.data_bench:
-            return self.time_data()
+            try:
+                return self.time_data()
+            finally:
+                self._end_process_group()
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             if (self.out / "log.csv").is_file():
@@ -396,11 +399,14 @@ class Trainer:
         finally:
             self.save()
             self._restore_signal_handlers(handlers)
-            if self.world > 1:
-                import torch.distributed as dist
-
-                dist.destroy_process_group()
+            self._end_process_group()
         return {"step": self.step, **stats}
+
+    def _end_process_group(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
     def _install_signal_handlers(self):
         def request_stop(signum, frame):
