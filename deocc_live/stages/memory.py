@@ -285,6 +285,11 @@ class FaceMemoryStage:
             return None, f"disagrees ({error:.3f})"
         return (memory, (lit, usable)), f"used (pose {pose:.3f}, difference {error:.3f})"
 
+    def _visible(self, face: Face, valid: np.ndarray) -> np.ndarray:
+        """Where the face is visible now (not predicted covered, on the face) and the memory,
+        warped to this frame (``valid``), saw it: a boolean crop."""
+        return (face.occlusion < 0.1) & self._regions_for(face.crop.shape[0])[0] & (valid > 0.5)
+
     def _registered(self, face: Face, memory: Memory, matrix: np.ndarray) -> np.ndarray:
         """The memory-to-crop warp (2x3) refined by image registration: ECC (OpenCV's enhanced
         correlation coefficient, insensitive to brightness and contrast) fits an affine warp of
@@ -297,7 +302,7 @@ class FaceMemoryStage:
         if memory.grey is None:
             memory.grey = cv2.cvtColor(memory.crop, cv2.COLOR_BGR2GRAY)
         valid = cv2.warpAffine(memory.valid, matrix, (size, size), flags=cv2.INTER_LINEAR)
-        visible = ((face.occlusion < 0.1) & self._regions_for(size)[0] & (valid > 0.5)).astype(np.uint8)
+        visible = self._visible(face, valid).astype(np.uint8)
         if visible.mean() < 0.05:
             return matrix
         current = cv2.cvtColor(face.crop, cv2.COLOR_BGR2GRAY).astype(np.float32) * (1 / 255)
@@ -344,7 +349,7 @@ class FaceMemoryStage:
         valid = warp(memory.valid, cv2.BORDER_CONSTANT)
         usable = warp(usable, cv2.BORDER_CONSTANT)
         current = face.crop.astype(np.float32) * (1 / 255)
-        visible = ((face.occlusion < 0.1) & self._regions_for(size)[0]).astype(np.float32) * (valid > 0.5)
+        visible = self._visible(face, valid).astype(np.float32)
         # Light: a smooth per-channel gain, current over remembered, read where the face is visible
         # (a normalised blur, at a quarter of the size: the gain has no detail to lose).
         small = (size // 4, size // 4)
