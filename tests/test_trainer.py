@@ -482,6 +482,33 @@ def test_the_colour_loss_asks_for_the_truths_mean_colour_where_covered():
     assert "colour" not in parts(truth + tint, weight=0.0)
 
 
+def test_the_per_sample_hole_loss_weighs_a_thin_cover_as_much_as_a_large_one():
+    """The same error inside a thin cover (a glasses frame's few pixels) and inside a large one
+    (a face mask) costs the same, where the pixel-wise L1 makes the thin one all but free; what
+    lies outside the covers and uncovered samples count for nothing."""
+    from trainer.losses import LossWeights, generator_loss
+
+    truth = torch.zeros(3, 3, 64, 64)
+    covered = torch.zeros(3, 1, 64, 64)
+    covered[0, :, 30:32, 10:54] = 1  # thin
+    covered[1, :, 20:60, 8:56] = 1   # large; the third sample is uncovered
+
+    def parts(restored, weight=2.0):
+        return generator_loss(restored, covered.clone(), truth, covered, LossWeights(hole_mean=weight))[1]
+
+    assert parts(truth)["hole_mean"] == pytest.approx(0.0, abs=1e-7)
+    thin_wrong, large_wrong = truth.clone(), truth.clone()
+    thin_wrong[0] += 0.4 * covered[0]
+    large_wrong[1] += 0.4 * covered[1]
+    assert parts(thin_wrong)["hole_mean"] == pytest.approx(0.2, abs=1e-5)
+    assert parts(large_wrong)["hole_mean"] == pytest.approx(0.2, abs=1e-5)
+    assert parts(thin_wrong)["l1"] < parts(large_wrong)["l1"] / 10  # what the pixel-wise L1 says
+    outside = truth + 0.4 * (1 - covered)
+    outside[2] += 0.3
+    assert parts(outside)["hole_mean"] == pytest.approx(0.0, abs=1e-7)
+    assert "hole_mean" not in parts(thin_wrong, weight=0.0)
+
+
 def test_printed_masks_are_painted_inside_the_mask_only_and_deterministic():
     """Some face masks carry a print (a mouth, bold shapes): its pixels lie inside the mask, the
     occlusion mask is the mask's own, and the same seed draws the same print."""

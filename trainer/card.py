@@ -75,6 +75,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + (f"{config['detail']}·(L1 of the local detail where covered) + " if config.get('detail') else "")
         + (f"{config['feature_match']}·(discriminator feature matching) + " if config.get('feature_match') else "")
         + (f"{config['colour']}·(L1 of the mean colour where covered) + " if config.get('colour') else "")
+        + (f"{config['hole_mean']}·(L1 over each sample's covered pixels, samples alike) + " if config.get('hole_mean') else "")
         + f"{config['mask']}·(BCE + Tversky, misses weighted {config.get('recall', 0.5)}) on the mask; Adam lr "
         f"{config['lr']} (the loss weights and rates of the last stretch of training: a run resumed with "
         "`--resume` may change them, see the README); the exported weights are the EMA "
@@ -106,7 +107,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
         f"--feature-match {config.get('feature_match', 0.0)} --printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)} "
         f"--degrade {config.get('degrade', 0.0)} --uncovered {config.get('uncovered', 0.0)} --recall {config.get('recall', 0.7)}"
-        + (f" --colour {config['colour']}" if config.get('colour') else "") + "   # as its last stretch ran",
+        + (f" --colour {config['colour']}" if config.get('colour') else "")
+        + (f" --hole-mean {config['hole_mean']}" if config.get('hole_mean') else "") + "   # as its last stretch ran",
         *(["# the averaged runs: the command above resumed with --resume, as --out runs/seedS --seed S --steps N for "
            + ", ".join(f"S={run['seed']} N={run['step']}" for run in averaged) + "; then:",
            "deocc-train average --ckpt " + " ".join(f"runs/seed{run['seed']}/last.ckpt" for run in averaged)

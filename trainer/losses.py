@@ -44,6 +44,7 @@ class LossWeights:
     detail: float = 0.0  # weight of the local detail loss where covered (0: none)
     feature_match: float = 0.0  # weight of discriminator feature matching (0: none)
     colour: float = 0.0  # weight of the covered region's mean colour error (0: none)
+    hole_mean: float = 0.0  # weight of the L1 over each sample's own covered pixels, samples alike (0: none)
 
 
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
@@ -68,6 +69,9 @@ def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
     + λ_detail·(local detail's L1 where covered, see ``local_detail``)
     + λ_colour·(the L1 between the mean colours of ours and of the truth over each sample's covered
     region: the colour shift a viewer sees, which per-pixel L1 leaves to the pixels' medians)
+    + λ_hole_mean·(the L1 over each sample's covered pixels, averaged over the covered samples:
+    a thin glasses frame weighs as much as a face mask, as each scene does in the end-to-end
+    evaluation, where the pixel-wise L1 leaves small covers to a few pixels' worth)
     + λ_fm·(feature matching: the mean L1 between the discriminator's activations on ours and on
     the truth, layer by layer, as in pix2pixHD; the truth's are constants).
     Images in [-1, 1]; masks in [0, 1]."""
@@ -97,6 +101,13 @@ def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
         colour = ((ours - truth).abs().sum(dim=1) * share).sum() / share.sum().clamp(min=1e-6)
         total = total + weights.colour * colour
         parts["colour"] = colour.item()
+    if weights.hole_mean > 0:
+        area = true_mask.sum(dim=(1, 2, 3))
+        per_sample = ((restored - target).abs() * true_mask).sum(dim=(1, 2, 3)) / (area * restored.shape[1]).clamp(min=1.0)
+        covered = (area >= 1.0).float()  # an uncovered sample asks nothing
+        hole_mean = (per_sample * covered).sum() / covered.sum().clamp(min=1.0)
+        total = total + weights.hole_mean * hole_mean
+        parts["hole_mean"] = hole_mean.item()
     if fake_features is not None and real_features is not None and weights.feature_match > 0:
         matching = sum((fake.float() - real.detach().float()).abs().mean()
                        for fake, real in zip(fake_features, real_features)) / len(fake_features)
