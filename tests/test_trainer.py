@@ -228,6 +228,21 @@ def test_runs_resumed_with_other_seeds_average_into_one_generator_the_card_descr
     card = (tmp_path / "CARD.md").read_text()
     assert "mean (`deocc-train average`) of 2 runs" in card and "seed 1 to step 7, seed 2 to step 7" in card
     assert "deocc-train average --ckpt runs/seed1/last.ckpt runs/seed2/last.ckpt" in card
+    # A run resumed from the mean keeps saying where it came from, on through its own resumes.
+    onward = tmp_path / "onward"
+    onward.mkdir()
+    shutil.copy(tmp_path / "mean.ckpt", onward / "last.ckpt")
+    for steps in ("8", "9"):
+        result = _train("fit", "--data", str(tiny_pairs), "--out", str(onward), "--steps", steps, "--batch", "4",
+                        "--width", "0.5", "--workers", "0", "--adv-start", "3", "--resume", "--seed", "3")
+        assert result.returncode == 0, result.stderr[-2000:]
+    resumed = checkpoint.load(onward / "last.ckpt")
+    assert resumed["step"] == 9 and "averaged" not in resumed
+    assert resumed["resumed_means"] == [{"step": 7, "averaged": mean["averaged"]}]
+    write_card(resumed, json.loads((tmp_path / "eval.json").read_text()), tmp_path / "g.onnx", tmp_path / "CARD2.md")
+    card = (tmp_path / "CARD2.md").read_text()
+    assert "Resumed (`--resume`) at step 7 from the mean of 2 runs (seed 1 to step 7, seed 2 to step 7)" in card
+    assert "# resumed at step 7 from the mean (deocc-train average) of the runs S=1 N=7, S=2 N=7" in card
     grown = tmp_path / "grown"
     result = _train("fit", "--data", str(tiny_pairs), "--out", str(grown), "--steps", "1", "--batch", "2",
                     "--width", "0.5", "--workers", "0", "--bottleneck-blocks", "4", "--init-from", str(tiny_run / "last.ckpt"))

@@ -20,6 +20,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         sources.append(origin)
         origin = origin.get("origin")
     averaged = state.get("averaged") or []  # runs whose generators were averaged (deocc-train average)
+    resumed_means = state.get("resumed_means") or []  # averaged checkpoints the runs were resumed from
     gain = report["gain_over_telea_db"]
     ours, telea = report["metrics"]["ours"], report["metrics"]["telea"]
     lines = [
@@ -64,6 +65,9 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
                      if (source.get('model') or {}).get('bottleneck_blocks') not in (None, model.get('bottleneck_blocks')) else "")
                   + ")" for source in sources)
         + (f": {state['step'] + sum(source['step'] for source in sources):,} steps in all" if sources else "")
+        + "".join(f". Resumed (`--resume`) at step {mean['step']:,} from the mean of {len(mean['averaged'])} runs ("
+                  + ", ".join(f"seed {run['seed']} to step {run['step']:,}" for run in mean['averaged']) + ")"
+                  for mean in resumed_means)
         + (f". The weights are the mean (`deocc-train average`) of {len(averaged)} runs resumed from the same "
            "checkpoint with different seeds: " + ", ".join(f"seed {run['seed']} to step {run['step']:,}" for run in averaged)
            if averaged else "")
@@ -109,6 +113,9 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         f"--degrade {config.get('degrade', 0.0)} --uncovered {config.get('uncovered', 0.0)} --recall {config.get('recall', 0.7)}"
         + (f" --colour {config['colour']}" if config.get('colour') else "")
         + (f" --hole-mean {config['hole_mean']}" if config.get('hole_mean') else "") + "   # as its last stretch ran",
+        *[f"# resumed at step {mean['step']} from the mean (deocc-train average) of the runs "
+          + ", ".join(f"S={run['seed']} N={run['step']}" for run in mean['averaged'])
+          for mean in resumed_means],
         *(["# the averaged runs: the command above resumed with --resume, as --out runs/seedS --seed S --steps N for "
            + ", ".join(f"S={run['seed']} N={run['step']}" for run in averaged) + "; then:",
            "deocc-train average --ckpt " + " ".join(f"runs/seed{run['seed']}/last.ckpt" for run in averaged)

@@ -58,7 +58,7 @@ def average(paths: list, out: str | Path) -> dict:
     for path, state in zip(paths[1:], states[1:]):
         if state["model"] != first["model"]:
             raise CheckpointError(f"{path} has another shape ({state['model']}) than {paths[0]} ({first['model']})")
-        if state.get("origin") != first.get("origin"):
+        if state.get("origin") != first.get("origin") or state.get("resumed_means") != first.get("resumed_means"):
             raise CheckpointError(f"{path} was not started from the same weights as {paths[0]}")
     merged = dict(first)
     for key in ("generator", "generator_ema"):

@@ -148,6 +148,9 @@ class Trainer:
         # Where a run grown or fine-tuned by --init-from came from (step, time, shape of its source):
         # carried by every checkpoint after it, so the model card counts all the training.
         self.origin: dict | None = None
+        # Averaged checkpoints this run was resumed from (``deocc-train average``), oldest first:
+        # a run resumed from a mean of runs says so on its card.
+        self.resumed_means: list[dict] = []
         if self.main and self.out.is_dir():
             # A run killed while writing (kill -9, power loss) leaves its half-written temporary
             # files: the checkpoint it was replacing is intact, and they are of no use.
@@ -208,12 +211,16 @@ class Trainer:
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_s", 0.0))
         self.origin = state.get("origin")
+        self.resumed_means = list(state.get("resumed_means") or [])
+        if state.get("averaged"):
+            self.resumed_means.append({"step": self.step, "averaged": state["averaged"]})
 
     def state(self) -> dict:
         return {
             "step": self.step,
             "elapsed_s": self.elapsed,
             "origin": self.origin,
+            "resumed_means": self.resumed_means,
             "config": asdict(self.config),
             "model": {"width": self.config.width, "bottleneck_blocks": self.config.bottleneck_blocks,
                       "size": self.size, "parameters": parameter_count(self.generator)},
