@@ -1,0 +1,44 @@
+"""Makes docs/before_after.jpg: real masked photos through the command-line app, each pair input
+and output. The photos are the 241st to 252nd of `deocc-train e2e`'s seed-0 order (the e2e shows
+the first 40, and the next 200 were used to choose between generators): none of them chose anything.
+
+    python docs/before_after.py ../shared/data/occluded_real docs/before_after.jpg [--engine FILE]
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from trainer.e2e import real_photos
+
+HEIGHT, PER_ROW = 180, 4
+
+
+def main(real_root: str, out: str, *engine: str) -> None:
+    files = real_photos(real_root, 252, 0)[240:252]
+    with tempfile.TemporaryDirectory() as folder:
+        source, result = Path(folder) / "in", Path(folder) / "out"
+        source.mkdir()
+        for path in files:
+            shutil.copy(path, source / path.name)
+        subprocess.run(["deocc-live", "--input", str(source), "--output", str(result), *engine], check=True)
+        tiles = []
+        for path in files:
+            before, after = cv2.imread(str(source / path.name)), cv2.imread(str(result / path.name))
+            width = max(1, round(before.shape[1] * HEIGHT / before.shape[0]))
+            pair = [cv2.resize(p, (width, HEIGHT), interpolation=cv2.INTER_AREA) for p in (before, after)]
+            tiles.append(np.hstack([*pair, np.full((HEIGHT, 8, 3), 255, np.uint8)]))
+    rows = [np.hstack(tiles[i:i + PER_ROW]) for i in range(0, len(tiles), PER_ROW)]
+    width = max(row.shape[1] for row in rows)
+    rows = [np.hstack([row, np.full((HEIGHT, width - row.shape[1], 3), 255, np.uint8)]) for row in rows]
+    cv2.imwrite(out, np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
