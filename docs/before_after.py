@@ -13,11 +13,8 @@ import tempfile
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-from trainer.e2e import real_photos
-
-HEIGHT, PER_ROW = 180, 4
+from trainer.e2e import pair_tile, panel, real_photos
 
 
 def main(real_root: str, out: str, *engine: str) -> None:
@@ -28,16 +25,9 @@ def main(real_root: str, out: str, *engine: str) -> None:
         for path in files:
             shutil.copy(path, source / path.name)
         subprocess.run(["deocc-live", "--input", str(source), "--output", str(result), *engine], check=True)
-        tiles = []
-        for path in files:
-            before, after = cv2.imread(str(source / path.name)), cv2.imread(str(result / path.name))
-            width = max(1, round(before.shape[1] * HEIGHT / before.shape[0]))
-            pair = [cv2.resize(p, (width, HEIGHT), interpolation=cv2.INTER_AREA) for p in (before, after)]
-            tiles.append(np.hstack([*pair, np.full((HEIGHT, 8, 3), 255, np.uint8)]))
-    rows = [np.hstack(tiles[i:i + PER_ROW]) for i in range(0, len(tiles), PER_ROW)]
-    width = max(row.shape[1] for row in rows)
-    rows = [np.hstack([row, np.full((HEIGHT, width - row.shape[1], 3), 255, np.uint8)]) for row in rows]
-    cv2.imwrite(out, np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        tiles = [pair_tile(cv2.imread(str(source / path.name)), cv2.imread(str(result / path.name)), height=180,
+                           gap=8, interpolation=cv2.INTER_AREA) for path in files]
+    cv2.imwrite(out, panel(tiles, width=1400), [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
 if __name__ == "__main__":

@@ -5,6 +5,16 @@ import json
 from pathlib import Path
 
 
+def _seeds_to_steps(runs: list[dict]) -> str:
+    """"seed 1 to step 7, seed 2 to step 7": averaged runs, as the card's prose names them."""
+    return ", ".join(f"seed {run['seed']} to step {run['step']:,}" for run in runs)
+
+
+def _seed_step_pairs(runs: list[dict]) -> str:
+    """"S=1 N=7, S=2 N=7": averaged runs, as the reproduce block's comments name them."""
+    return ", ".join(f"S={run['seed']} N={run['step']}" for run in runs)
+
+
 def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path, grid_name: str = "eval_grid.png",
                end_to_end: dict | None = None) -> None:
     from engines.atomic import atomic_write_bytes
@@ -66,10 +76,10 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
                   + ")" for source in sources)
         + (f": {state['step'] + sum(source['step'] for source in sources):,} steps in all" if sources else "")
         + "".join(f". Resumed (`--resume`) at step {mean['step']:,} from the mean of {len(mean['averaged'])} runs ("
-                  + ", ".join(f"seed {run['seed']} to step {run['step']:,}" for run in mean['averaged']) + ")"
+                  + _seeds_to_steps(mean['averaged']) + ")"
                   for mean in resumed_means)
         + (f". The weights are the mean (`deocc-train average`) of {len(averaged)} runs resumed from the same "
-           "checkpoint with different seeds: " + ", ".join(f"seed {run['seed']} to step {run['step']:,}" for run in averaged)
+           "checkpoint with different seeds: " + _seeds_to_steps(averaged)
            if averaged else "")
         + ". Loss "
         f"{config['rec']}·L1 (×{1 + config['hole']:.0f} where covered) + {config['ssim']}·(1 − SSIM) + "
@@ -114,10 +124,10 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + (f" --colour {config['colour']}" if config.get('colour') else "")
         + (f" --hole-mean {config['hole_mean']}" if config.get('hole_mean') else "") + "   # as its last stretch ran",
         *[f"# resumed at step {mean['step']} from the mean (deocc-train average) of the runs "
-          + ", ".join(f"S={run['seed']} N={run['step']}" for run in mean['averaged'])
+          + _seed_step_pairs(mean['averaged'])
           for mean in resumed_means],
         *(["# the averaged runs: the command above resumed with --resume, as --out runs/seedS --seed S --steps N for "
-           + ", ".join(f"S={run['seed']} N={run['step']}" for run in averaged) + "; then:",
+           + _seed_step_pairs(averaged) + "; then:",
            "deocc-train average --ckpt " + " ".join(f"runs/seed{run['seed']}/last.ckpt" for run in averaged)
            + " --out runs/main/last.ckpt"] if averaged else []),
         "deocc-train eval --data data/pairs --model runs/main/last.ckpt --out runs/main/eval",

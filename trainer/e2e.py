@@ -544,14 +544,21 @@ def evaluate_real(real_root, engine, landmarker, count: int, seed: int):
     acted, tiles = [], []
     for image, frame in zip(images, frames):
         acted.append(acted_on_face(image, frame))
-        scale = 160 / image.shape[0]
-        pair = [cv2.resize(p, (max(1, int(image.shape[1] * scale)), 160)) for p in (image, frame.output)]
-        tiles.append(np.hstack([*pair, np.full((160, 6, 3), 255, np.uint8)]))
+        tiles.append(pair_tile(image, frame.output))
     return {"photos": len(images), "found": float(np.mean([bool(f.faces) for f in frames])),
-            "acted": float(np.mean(acted))}, _panel(tiles, width=1400)
+            "acted": float(np.mean(acted))}, panel(tiles, width=1400)
 
 
-def _panel(tiles: list[np.ndarray], width: int) -> np.ndarray:
+def pair_tile(image: np.ndarray, output: np.ndarray, height: int = 160, gap: int = 6,
+              interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """A picture and what the app made of it, side by side at ``height``, a white gap after."""
+    width = max(1, int(image.shape[1] * height / image.shape[0]))
+    pair = [cv2.resize(p, (width, height), interpolation=interpolation) for p in (image, output)]
+    return np.hstack([*pair, np.full((height, gap, 3), 255, np.uint8)])
+
+
+def panel(tiles: list[np.ndarray], width: int) -> np.ndarray:
+    """Tiles of one height in rows at most ``width`` wide, each row padded white to it."""
     rows, row, used = [], [], 0
     for tile in tiles:
         if used + tile.shape[1] > width and row:
@@ -607,7 +614,7 @@ def run(config) -> dict:
                                       config.seed, config.split, jpeg=config.jpeg)
         clip = evaluate_clip(data / "faces", data / "occluders", engine, landmarker, size, config.seed, config.split,
                              jpeg=config.jpeg)
-        real, panel = evaluate_real(data / "occluded_real", engine, landmarker, config.real, config.seed)
+        real, real_panel = evaluate_real(data / "occluded_real", engine, landmarker, config.real, config.seed)
     finally:
         engine.close()
     from deocc_live.assets import FINDER, find_asset
@@ -624,7 +631,7 @@ def run(config) -> dict:
     atomic_write_bytes(out / "e2e.json", json.dumps(report, indent=1).encode())
     atomic_write_bytes(out / "e2e.md", (report["markdown"] + "\n").encode())
     grid = [tile for kind in KINDS for tile in tiles.get(kind, [])]
-    for name, picture in (("e2e_grid.jpg", np.vstack(grid) if grid else None), ("e2e_real_panel.jpg", panel)):
+    for name, picture in (("e2e_grid.jpg", np.vstack(grid) if grid else None), ("e2e_real_panel.jpg", real_panel)):
         if picture is not None:
             ok, encoded = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 90])
             if ok:
