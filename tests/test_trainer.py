@@ -754,3 +754,113 @@ def test_the_data_path_is_timed_as_fit_loads_it_and_nothing_is_written(tiny_pair
     rate = float(line.split()[2])
     assert rate > 0 and "6 batches of 4, 1 loader process(es)" in line
     assert not out.exists()
+
+
+def test_a_pack_carries_what_online_training_reads_and_fit_trains_from_it(tiny_pairs, tmp_path):
+    """`deocc-train pack` (for a GPU machine that takes 64 MiB of tree and no data): the crops as
+    WebP, only the landmarks the occluders are placed by, the training occluders and nothing
+    held out. Each packed face is covered exactly as with all 478 landmarks, its crop is the
+    folder's within the codec's error, and fit finds the pack's own occluders and trains online."""
+    from trainer.data import PairDataset
+    from trainer.occluders import OccluderBank, held_out
+    from trainer.pairs import read_image
+
+    pack = tmp_path / "pack"
+    result = _train("pack", "--data", str(tiny_pairs), "--out", str(pack), "--occluders", str(DATA / "occluders"),
+                    "--validation", "2")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((pack / "summary.json").read_text())
+    folder = {pair.key: pair for pair in list_pairs(tiny_pairs, "train")}
+    assert summary["pack"]["counts"] == {"train": len(folder), "validation": 2}
+    read_online = [p for folder_name in ("Unmask", "Landmarks") for p in (tiny_pairs / "train" / folder_name).iterdir()]
+    assert summary["pack"]["faces_bytes"] < 0.25 * sum(p.stat().st_size for p in read_online)
+
+    packed = PairDataset(pack, "train")
+    assert [pair.key for pair in packed.pairs] == sorted(folder)
+    bank = OccluderBank.load(pack / "occluders")
+    for pair in packed.pairs:
+        image, original = pair.read_clean(), read_image(folder[pair.key].clean)
+        assert cv2.PSNR(image, original) > 35
+        full = folder[pair.key].read_landmarks()
+        kept = pair.read_landmarks()
+        assert np.count_nonzero(kept.any(axis=1)) < 100 and np.allclose(kept[kept.any(axis=1)], full[kept.any(axis=1)])
+        for seed in range(4):
+            ours = bank.render(image, kept, np.random.default_rng(seed))
+            theirs = bank.render(image, full, np.random.default_rng(seed))
+            assert np.array_equal(ours[0], theirs[0]) and np.array_equal(ours[1], theirs[1])
+
+    # The training bank exactly, and no held-out cut-out on the trip.
+    source = OccluderBank.load(DATA / "occluders", "train")
+    assert [[t.name for t in group] for group in bank.mask_sets] == [[t.name for t in group] for group in source.mask_sets]
+    for kind, images in source.cutouts.items():
+        assert len(bank.cutouts[kind]) == len(images) and all(np.array_equal(a, b) for a, b in zip(bank.cutouts[kind], images))
+    assert not [p for p in (pack / "occluders").rglob("*.png") if p.parent.name != "mask_textures_rgb" and held_out(p.name)]
+
+    validation = PairDataset(pack, "validation", 128)
+    assert len(validation) == 2 and validation[0][2].shape == (1, 128, 128)
+
+    out = tmp_path / "run"
+    result = _train("fit", "--data", str(pack), "--out", str(out), "--steps", "2", "--batch", "2", "--workers", "0",
+                    "--width", "0.25", "--sample-every", "2", "--adv-start", "1")
+    assert result.returncode == 0, result.stderr
+    assert (out / "last.ckpt").is_file()
+    again = _train("pack", "--data", str(tiny_pairs), "--out", str(pack))
+    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "not empty" in again.stderr
+    nested = _train("pack", "--data", str(pack), "--out", str(tmp_path / "other"))
+    assert nested.returncode == 1 and "is a pack already" in nested.stderr
+
+
+def test_a_run_resumed_at_another_batch_keeps_both_stretches_and_its_card_names_them(tiny_run, tiny_pairs, tmp_path):
+    """A run resumed elsewhere (a GPU machine's batch 64 after the CPU's 8) records each stretch:
+    steps, batch, device, time; the card counts the samples of each. A checkpoint from before
+    stretches were recorded reads as one stretch on the 2-core CPU."""
+    out = tmp_path / "run"
+    out.mkdir()
+    state = checkpoint.load(tiny_run / "last.ckpt")
+    assert state["stretches"] == [{"from_step": 0, "to_step": 6, "batch": 4, "world": 1,
+                                   "device": f"{os.cpu_count()}-core CPU",
+                                   "elapsed_s": pytest.approx(state["elapsed_s"])}]
+    del state["stretches"]  # as written before they were recorded
+    checkpoint.save(out / "last.ckpt", state)
+    common = ["--data", str(tiny_pairs), "--out", str(out), "--width", "0.5", "--workers", "0", "--resume"]
+    assert _train("fit", *common, "--steps", "8", "--batch", "4").returncode == 0
+    assert _train("fit", *common, "--steps", "9", "--batch", "2").returncode == 0
+    assert _train("fit", *common, "--steps", "10", "--batch", "2").returncode == 0
+    state = checkpoint.load(out / "last.ckpt")
+    device = f"{os.cpu_count()}-core CPU"
+    # Steps that go on alike (same batch, this machine the same as the old one's) extend a stretch.
+    first = [(0, 8, 4, device)] if device == "2-core CPU" else [(0, 6, 4, "2-core CPU"), (6, 8, 4, device)]
+    assert [(s["from_step"], s["to_step"], s["batch"], s["device"]) for s in state["stretches"]] == [
+        *first, (8, 10, 2, device)]
+    assert sum(s["elapsed_s"] for s in state["stretches"]) == pytest.approx(state["elapsed_s"])
+    evaluated = _train("eval", "--data", str(tiny_pairs), "--model", str(out / "last.ckpt"), "--split", "train",
+                       "--out", str(tmp_path), "--limit", "4")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    from trainer.card import write_card
+
+    write_card(state, json.loads((tmp_path / "eval.json").read_text()), tmp_path / "g.onnx", tmp_path / "CARD.md")
+    card = (tmp_path / "CARD.md").read_text()
+    assert f"10 steps ({6 * 4 + 2 * 4 + 2 * 2} samples)" in card
+    assert f"steps 0-{first[0][1]} of batch 4 on a 2-core CPU" in card and f"then steps 8-10 of batch 2 on a {device}" in card
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_process_group_stops_training_cleanly_with_loader_processes(tiny_pairs, tmp_path, sig):
+    """Ctrl-C in a terminal, or `timeout` (how a run on a borrowed GPU is given its minutes), signals
+    every process of the group, loader processes too: the trainer still finishes its step, saves
+    and exits 0, with no worker killed under it."""
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "trainer", "fit", "--data", str(tiny_pairs), "--out", str(out),
+                                "--steps", "100000", "--batch", "2", "--width", "0.25", "--workers", "2",
+                                "--sample-every", "100000", "--log-every", "1"],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not ((out / "log.csv").is_file() and
+                                               len((out / "log.csv").read_text().splitlines()) > 3):
+        time.sleep(0.05)
+    os.killpg(process.pid, sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-2000:]
+    state = checkpoint.load(out / "last.ckpt")
+    assert state["step"] >= 3 and state["stretches"][-1]["to_step"] == state["step"]

@@ -15,6 +15,29 @@ def _seed_step_pairs(runs: list[dict]) -> str:
     return ", ".join(f"S={run['seed']} N={run['step']}" for run in runs)
 
 
+def _where_trained(state: dict, hours: float) -> str:
+    """"N steps of batch B (S samples), H h of training time on a 2-core CPU", or, where the
+    stretches differ in batch or device, each stretch's steps, batch and device."""
+    from trainer.checkpoint import first_stretch
+
+    stretches = state.get("stretches") or [first_stretch(state)]
+    samples = sum((s["to_step"] - s["from_step"]) * s["batch"] * s.get("world", 1) for s in stretches)
+
+    def on(s):
+        return ("on an " if s["device"].startswith(("NVIDIA", "A", "E", "I", "O", "U")) else "on a ") + s["device"]
+
+    def batch(s):
+        return f"batch {s['batch']}" + (f" on each of {s['world']} processes" if s.get("world", 1) > 1 else "")
+
+    if len(stretches) == 1:
+        return (f"{state['step']:,} steps of {batch(stretches[0])} ({samples:,} samples), {hours:.2f} h of training "
+                f"time {on(stretches[0])} (bf16 autocast, channels-last)")
+    return (f"{state['step']:,} steps ({samples:,} samples), {hours:.2f} h of training time (bf16 autocast, "
+            "channels-last): " + ", then ".join(
+                f"steps {s['from_step']:,}-{s['to_step']:,} of {batch(s)} {on(s)} "
+                f"({s['elapsed_s'] / 3600:.2f} h)" for s in stretches))
+
+
 def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path, grid_name: str = "eval_grid.png",
                end_to_end: dict | None = None) -> None:
     from engines.atomic import atomic_write_bytes
@@ -67,8 +90,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         "",
         "## Training",
         "",
-        f"{state['step']:,} steps of batch {config['batch']} ({state['step'] * config['batch']:,} samples), "
-        f"{hours:.2f} h of training time on a 2-core CPU (bf16 autocast, channels-last)"
+        _where_trained(state, hours)
         + "".join(f", started (`--init-from`) from the weights of a run after its {source['step']:,} steps "
                   f"({source['elapsed_s'] / 3600:.2f} h"
                   + (f"; {source['model']['bottleneck_blocks']} bottleneck blocks, the blocks added here starting as identities"

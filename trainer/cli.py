@@ -54,6 +54,17 @@ def cmd_synth(args):
           f"too small {counts['too_small']}, unreadable {counts['unreadable']})")
 
 
+def cmd_pack(args):
+    from trainer.configs import PackConfig
+    from trainer.pack import write_pack
+
+    summary = write_pack(_config(PackConfig, args))
+    pack = summary["pack"]
+    print(f"{pack['out']}: {pack['counts'].get('train', 0)} training faces, {pack['counts'].get('validation', 0)} "
+          f"validation pairs; {pack['faces_bytes'] / 2**20:.1f} MiB of faces, "
+          f"{pack['occluder_bytes'] / 2**20:.1f} MiB of occluders")
+
+
 def cmd_fit(args):
     from trainer.configs import FitConfig
     from trainer.fit import run
@@ -177,7 +188,7 @@ def cmd_build_engine(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from trainer.configs import (EndToEndConfig, EvalConfig, FinderConfig, FinderLabelsConfig, FitConfig,
-                                  MemoryEvalConfig, MisalignConfig, SynthConfig)
+                                  MemoryEvalConfig, MisalignConfig, PackConfig, SynthConfig)
 
     parser = OneLineParser(prog="deocc-train", description="Train deocc-live's generator.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("synth", "write aligned training pairs from faces and occluders", SynthConfig, cmd_synth),
         ("misalign", "record how the app's crops move when landmarks come from covered faces (fit replays "
                      "these errors)", MisalignConfig, cmd_misalign),
+        ("pack", "a pairs folder -> a small training pack (WebP crops, the landmarks occluders are placed by, the "
+                 "training occluders) to carry to a GPU machine; fit --data takes it", PackConfig, cmd_pack),
         ("fit", "train the generator", FitConfig, cmd_fit),
         ("eval", "metrics on the test split: input, Telea, ours", EvalConfig, cmd_eval),
         ("e2e", "quality as a user meets it: whole test-split pictures through the app, occluders placed as "

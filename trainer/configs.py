@@ -87,6 +87,16 @@ class FitConfig:
 
 
 @dataclass
+class PackConfig:
+    data: str = required("pairs folder written by `deocc-train synth`")
+    out: str = required("folder to write the pack to (new or empty)")
+    occluders: str | None = option(None, "occluder folder (default: the one synth used)")
+    limit: int = option(0, "training faces to keep, spread over the sources (0: all)", 0)
+    validation: int = option(64, "validation pairs to keep (fit scores the first 16)", 1)
+    quality: int = option(85, "WebP quality of the crops", 1, 100)
+
+
+@dataclass
 class EvalConfig:
     data: str = required("pairs folder written by `deocc-train synth`")
     model: str = required("generator to score: .onnx, .pt or a training checkpoint")

@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from trainer.misalign import error_matrix
-from trainer.pairs import jpeg_round_trip, list_pairs, read_image, read_pair
+from trainer.pack import is_pack, list_packed
+from trainer.pairs import jpeg_round_trip, list_pairs
 
 
 def to_tensor(image_bgr: np.ndarray) -> torch.Tensor:
@@ -85,10 +86,12 @@ class PairDataset(Dataset):
     def __init__(self, root, split: str, size: int | None = None, bank=None, augment: bool = False,
                  misalign: list[dict] | None = None, crop_jitter: float = 0.0, degrade: float = 0.0,
                  uncovered: float = 0.0):
-        self.pairs = list_pairs(root, split)
+        packed = is_pack(root)
+        self.pairs = list_packed(root, split) if packed else list_pairs(root, split)
         if not self.pairs:
-            raise FileNotFoundError(f"no {split} pairs under {root} (expected {split}/Mask and {split}/Unmask)")
-        first = read_image(self.pairs[0].clean)
+            raise FileNotFoundError(f"no {split} faces in the pack {root}" if packed else
+                                    f"no {split} pairs under {root} (expected {split}/Mask and {split}/Unmask)")
+        first = self.pairs[0].read_clean()
         self.size = size or (first.shape[0] if first is not None else 128)
         self.bank = bank if bank is not None and all(p.landmarks is not None for p in self.pairs) else None
         self.augment = augment
@@ -109,10 +112,10 @@ class PairDataset(Dataset):
         pair = self.pairs[index]
         rng = np.random.default_rng([seed, zlib.crc32(pair.key.encode())])
         if self.bank is not None:
-            clean = read_image(pair.clean)
+            clean = pair.read_clean()
             if clean is None:
                 return None
-            landmarks = np.load(pair.landmarks, allow_pickle=False).astype(np.float32)
+            landmarks = pair.read_landmarks()
             if clean.shape[0] != self.size:
                 landmarks *= self.size / clean.shape[0]
                 clean = cv2.resize(clean, (self.size, self.size), interpolation=cv2.INTER_AREA)
@@ -120,7 +123,7 @@ class PairDataset(Dataset):
                 clean = _jitter(clean, rng)
             occluded, mask = self.bank.render(clean, landmarks, rng)
         else:
-            loaded = read_pair(pair, self.size)
+            loaded = pair.read(self.size)
             if loaded is None:
                 return None
             occluded, clean, mask = loaded

@@ -38,6 +38,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _loader_worker_init(_worker: int) -> None:
+    """Each loader process draws with one OpenCV thread: the processes are the parallelism, and
+    OpenCV's own pool in each of them (as many threads as cores) would make workers x cores.
+    And it leaves stopping to the trainer: Ctrl-C in a terminal and `timeout`'s SIGTERM reach the
+    whole process group, and a worker killed by them would break the batch the trainer is on
+    before it saves; the trainer stops its workers itself once it has."""
+    cv2.setNumThreads(1)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def autocast_dtype(config: FitConfig, device: torch.device):
     """bf16 autocast where the hardware runs it natively (AVX-512 BF16/AMX on CPU, any recent
     CUDA GPU); none otherwise."""
@@ -151,6 +162,10 @@ class Trainer:
         # Averaged checkpoints this run was resumed from (``deocc-train average``), oldest first:
         # a run resumed from a mean of runs says so on its card.
         self.resumed_means: list[dict] = []
+        # Stretches of training alike in batch, processes and device ({from_step, to_step, batch,
+        # world, device, elapsed_s}), oldest first: the card says where the steps were taken.
+        self.stretches: list[dict] = []
+        self._stretch_began: tuple[float, float] | None = None  # (run's, stretch's elapsed_s) when it began
         if self.main and self.out.is_dir():
             # A run killed while writing (kill -9, power loss) leaves its half-written temporary
             # files: the checkpoint it was replacing is intact, and they are of no use.
@@ -189,7 +204,10 @@ class Trainer:
         summary = Path(self.config.data) / "summary.json"
         if summary.is_file():
             with contextlib.suppress(ValueError, KeyError):
-                return json.loads(summary.read_text())["config"]["occluders"]
+                written = json.loads(summary.read_text())
+                if "pack" in written:  # a pack's own copy, named relative to the pack
+                    return str(Path(self.config.data) / written["config"]["occluders"])
+                return written["config"]["occluders"]
         return None
 
     def _restore(self, state: dict):
@@ -212,6 +230,7 @@ class Trainer:
         self.elapsed = float(state.get("elapsed_s", 0.0))
         self.origin = state.get("origin")
         self.resumed_means = list(state.get("resumed_means") or [])
+        self.stretches = [dict(stretch) for stretch in state.get("stretches") or [checkpoint.first_stretch(state)]]
         if state.get("averaged"):
             self.resumed_means.append({"step": self.step, "averaged": state["averaged"]})
 
@@ -221,6 +240,7 @@ class Trainer:
             "elapsed_s": self.elapsed,
             "origin": self.origin,
             "resumed_means": self.resumed_means,
+            "stretches": self._stretches_now(),
             "config": asdict(self.config),
             "model": {"width": self.config.width, "bottleneck_blocks": self.config.bottleneck_blocks,
                       "size": self.size, "parameters": parameter_count(self.generator)},
@@ -331,7 +351,7 @@ class Trainer:
         # Pinned batches on a GPU: the copy to it overlaps the step (non_blocking in _prepare).
         return sampler, DataLoader(self.train_set, batch_sampler=sampler, num_workers=config.workers,
                                    persistent_workers=False, prefetch_factor=4 if config.workers else None,
-                                   pin_memory=self.device.type == "cuda")
+                                   pin_memory=self.device.type == "cuda", worker_init_fn=_loader_worker_init)
 
     def time_data(self) -> dict:
         """``data_bench`` batches loaded as training loads them (after one that starts the loader
@@ -366,6 +386,7 @@ class Trainer:
             print(f"generator {parameter_count(self.generator):,} parameters, crop {self.size}px, "
                   f"{len(self.train_set)} train pairs ({'online occlusion' if self.train_set.online else 'fixed pairs'}), "
                   f"autocast {self.amp}, device {self.device}, world {self.world}, from step {self.step}")
+        self._begin_stretch()
         sampler, loader = self._loader(config.steps)
         val_batch = fixed_batch(self.val_set, 16)
         handlers = self._install_signal_handlers()
@@ -408,6 +429,26 @@ class Trainer:
             self._restore_signal_handlers(handlers)
             self._end_process_group()
         return {"step": self.step, **stats}
+
+    def _device_name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return f"{os.cpu_count()}-core CPU"
+
+    def _begin_stretch(self) -> None:
+        """This run's steps go on the last stretch when they continue it alike, else on a new one."""
+        alike = {"batch": self.config.batch, "world": self.world, "device": self._device_name()}
+        last = self.stretches[-1] if self.stretches else None
+        if not (last and last["to_step"] == self.step and all(last.get(k) == v for k, v in alike.items())):
+            self.stretches.append({"from_step": self.step, "to_step": self.step, **alike, "elapsed_s": 0.0})
+        self._stretch_began = (self.elapsed, self.stretches[-1]["elapsed_s"])
+
+    def _stretches_now(self) -> list[dict]:
+        stretches = [dict(stretch) for stretch in self.stretches]
+        if stretches and self._stretch_began is not None:
+            elapsed_then, stretch_then = self._stretch_began
+            stretches[-1].update(to_step=self.step, elapsed_s=stretch_then + self.elapsed - elapsed_then)
+        return stretches
 
     def _end_process_group(self) -> None:
         if self.world > 1:

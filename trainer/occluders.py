@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deocc_live.landmarks import face_outline_region
+from deocc_live.landmarks import FACE_OVAL, face_outline_region
 
 # MediaPipe mesh indices used for placement (image-left point first).
 CHEEK_UPPER = (93, 323)
@@ -30,6 +30,9 @@ EYE_OUTER = (33, 263)
 BROW_TOP = (105, 334)
 FOREHEAD = 10
 CHEEKS = (205, 425)
+# Every point the bank reads: the named ones and the face's outline (a training pack keeps only these).
+PLACED_BY = tuple(sorted({*CHEEK_UPPER, *JAW, CHIN, *NOSE_BRIDGE, NOSE_TIP, *MOUTH, *EYE_OUTER, *BROW_TOP,
+                          FOREHEAD, *CHEEKS, *FACE_OVAL}))
 
 KINDS = {
     # kind: sampling weight

@@ -39,6 +39,16 @@ class Pair:
     mask: Path | None
     landmarks: Path | None
 
+    def read_clean(self, size: int | None = None) -> np.ndarray | None:
+        return read_image(self.clean, size)
+
+    def read_landmarks(self) -> np.ndarray:
+        """478 x 2 in crop pixels."""
+        return np.load(self.landmarks, allow_pickle=False).astype(np.float32)
+
+    def read(self, size: int | None = None):
+        return read_pair(self, size)
+
 
 def _find(folder: Path, stems: list[str]) -> Path | None:
     for stem in stems:
