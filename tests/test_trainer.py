@@ -775,9 +775,9 @@ def test_a_pack_carries_what_online_training_reads_and_fit_trains_from_it(tiny_p
     read_online = [p for folder_name in ("Unmask", "Landmarks") for p in (tiny_pairs / "train" / folder_name).iterdir()]
     assert summary["pack"]["faces_bytes"] < 0.25 * sum(p.stat().st_size for p in read_online)
 
-    packed = PairDataset(pack, "train")
-    assert [pair.key for pair in packed.pairs] == sorted(folder)
     bank = OccluderBank.load(pack / "occluders")
+    packed = PairDataset(pack, "train", bank=bank)
+    assert packed.online and [pair.key for pair in packed.pairs] == sorted(folder)
     for pair in packed.pairs:
         image, original = pair.read_clean(), read_image(folder[pair.key].clean)
         assert cv2.PSNR(image, original) > 35
@@ -808,6 +808,9 @@ def test_a_pack_carries_what_online_training_reads_and_fit_trains_from_it(tiny_p
     assert again.returncode == 1 and again.stderr.count("\n") == 1 and "not empty" in again.stderr
     nested = _train("pack", "--data", str(pack), "--out", str(tmp_path / "other"))
     assert nested.returncode == 1 and "is a pack already" in nested.stderr
+    assert not (tmp_path / "other").exists() and not list(tmp_path.glob("*.partial"))
+    offline = _train("fit", "--data", str(pack), "--out", str(tmp_path / "offline"), "--steps", "1", "--no-online")
+    assert offline.returncode == 1 and offline.stderr.count("\n") == 1 and "online occlusion only" in offline.stderr
 
 
 def test_a_run_resumed_at_another_batch_keeps_both_stretches_and_its_card_names_them(tiny_run, tiny_pairs, tmp_path):

@@ -33,7 +33,7 @@ class SynthConfig:
 
 @dataclass
 class FitConfig:
-    data: str = required("pairs folder written by `deocc-train synth`")
+    data: str = required("pairs folder written by `deocc-train synth`, or a pack of one (`deocc-train pack`)")
     out: str = required("run folder: checkpoints, log.csv, sample grids")
     occluders: str | None = option(None, "occluder folder for online occlusion (default: the one synth used)")
     steps: int = option(20000, "train until this step", 1)

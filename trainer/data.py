@@ -94,6 +94,9 @@ class PairDataset(Dataset):
         first = self.pairs[0].read_clean()
         self.size = size or (first.shape[0] if first is not None else 128)
         self.bank = bank if bank is not None and all(p.landmarks is not None for p in self.pairs) else None
+        if packed and self.bank is None and self.pairs[0].read() is None:
+            raise FileNotFoundError(f"the pack {root} holds {split} faces for online occlusion only, and no occluders "
+                                    "were found (its occluders folder, or --occluders)")
         self.augment = augment
         self.misalign = misalign or []  # crop errors recorded on covered faces (trainer.misalign)
         self.crop_jitter = crop_jitter  # further crop errors, drawn (see jittered)

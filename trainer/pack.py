@@ -165,7 +165,7 @@ def write_pack(config: PackConfig) -> dict:
     occluders = Path(config.occluders or source_summary.get("config", {}).get("occluders") or "")
     if not (occluders / "face_masks").is_dir():
         raise FileNotFoundError(f"occluder folder not found: {occluders or '(none given)'} (give --occluders)")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty")
 
     index = np.array(PLACED_BY, np.int16)
@@ -205,17 +205,24 @@ def write_pack(config: PackConfig) -> dict:
                 blobs = _Blobs.of(items)
                 arrays[f"{split}_{name}"], arrays[f"{split}_{name}_ends"] = blobs.data, blobs.ends
 
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / (PACK_FILE + ".partial")
-    with open(partial, "wb") as handle:
+    if not counts["validation"]:
+        raise FileNotFoundError(f"no validation pairs under {source} (fit scores some)")
+
+    # Written whole beside it, then renamed: an interrupted pack leaves no half of one.
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    with open(partial / PACK_FILE, "wb") as handle:
         np.savez(handle, **arrays)
-    partial.replace(out / PACK_FILE)
-    occluder_bytes = _copy_occluders(occluders, out / "occluders")
-    faces_bytes = (out / PACK_FILE).stat().st_size
+    occluder_bytes = _copy_occluders(occluders, partial / "occluders")
+    faces_bytes = (partial / PACK_FILE).stat().st_size
     # The pairs folder's own summary (faces, counts: what the model card cites), then the pack's.
     summary = {**source_summary, "config": {**source_summary.get("config", {}), "occluders": "occluders"},
                "pack": {**asdict(config), "counts": counts, "faces_bytes": faces_bytes,
                         "occluder_bytes": occluder_bytes, "bytes": faces_bytes + occluder_bytes}}
-    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
+    atomic_write_bytes(partial / "summary.json", json.dumps(summary, indent=2).encode())
+    if out.exists():
+        out.rmdir()  # empty (checked above)
+    partial.rename(out)
     return summary
 
