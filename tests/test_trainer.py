@@ -820,7 +820,7 @@ def test_a_run_resumed_at_another_batch_keeps_both_stretches_and_its_card_names_
     out = tmp_path / "run"
     out.mkdir()
     state = checkpoint.load(tiny_run / "last.ckpt")
-    assert state["stretches"] == [{"from_step": 0, "to_step": 6, "batch": 4, "world": 1,
+    assert state["stretches"] == [{"from_step": 0, "to_step": 6, "batch": 4, "world": 1, "echo": 1,
                                    "device": f"{os.cpu_count()}-core CPU",
                                    "elapsed_s": pytest.approx(state["elapsed_s"])}]
     del state["stretches"]  # as written before they were recorded
@@ -867,3 +867,31 @@ def test_a_signal_to_the_whole_process_group_stops_training_cleanly_with_loader_
     assert process.returncode == 0, stderr[-2000:]
     state = checkpoint.load(out / "last.ckpt")
     assert state["step"] >= 3 and state["stretches"][-1]["to_step"] == state["step"]
+
+
+def test_echo_trains_each_drawn_batch_several_steps_mirrored_and_resumes_between_them(tiny_pairs, tmp_path):
+    """`fit --echo N` (for a GPU faster than its loader processes): every drawn batch serves N
+    steps in a row, mirrored on every other one; a run stopped between two of them and resumed
+    ends where an uninterrupted one does, and its stretch says so."""
+    from trainer.configs import FitConfig
+    from trainer.fit import Trainer
+
+    trainer = Trainer(FitConfig(data=str(tiny_pairs), out=str(tmp_path / "unused"), echo=3, channels_last=False))
+    trainer.step = 0
+    drawn = [[torch.arange(4.0).reshape(1, 1, 1, 4) + 10 * i] for i in range(2)]
+    seen = [batch[0].flatten().tolist() for batch in trainer._echoed(drawn)]
+    assert seen == [[0, 1, 2, 3], [3, 2, 1, 0], [0, 1, 2, 3], [10, 11, 12, 13], [13, 12, 11, 10], [10, 11, 12, 13]]
+    trainer.step = 4  # resumed at the second pass over the second drawn batch
+    assert [batch[0].flatten().tolist() for batch in trainer._echoed(drawn[1:])] == [[13, 12, 11, 10], [10, 11, 12, 13]]
+
+    common = ["--data", str(tiny_pairs), "--batch", "2", "--width", "0.25", "--workers", "0", "--echo", "2",
+              "--sample-every", "1000", "--adv-start", "1"]
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    assert _train("fit", "--out", str(straight), "--steps", "5", *common).returncode == 0
+    assert _train("fit", "--out", str(broken), "--steps", "3", *common).returncode == 0
+    assert _train("fit", "--out", str(broken), "--steps", "5", "--resume", *common).returncode == 0
+    expected, resumed = _weights(straight / "last.ckpt"), _weights(broken / "last.ckpt")
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
+    state = checkpoint.load(broken / "last.ckpt")
+    assert [(s["from_step"], s["to_step"], s["echo"]) for s in state["stretches"]] == [(0, 5, 2)]

@@ -27,7 +27,8 @@ def _where_trained(state: dict, hours: float) -> str:
         return ("on an " if s["device"].startswith(("NVIDIA", "A", "E", "I", "O", "U")) else "on a ") + s["device"]
 
     def batch(s):
-        return f"batch {s['batch']}" + (f" on each of {s['world']} processes" if s.get("world", 1) > 1 else "")
+        return (f"batch {s['batch']}" + (f" on each of {s['world']} processes" if s.get("world", 1) > 1 else "")
+                + (f", each drawn batch trained on {s['echo']} times (`--echo`)" if s.get("echo", 1) > 1 else ""))
 
     if len(stretches) == 1:
         return (f"{state['step']:,} steps of {batch(stretches[0])} ({samples:,} samples), {hours:.2f} h of training "

@@ -38,7 +38,7 @@ def first_stretch(state: dict) -> dict:
     """The one stretch of a checkpoint written before stretches were recorded: all of it on this
     project's 2-core CPU at the batch its last run asked for (as all such training was)."""
     return {"from_step": 0, "to_step": int(state.get("step", 0)), "batch": int(state["config"]["batch"]), "world": 1,
-            "device": "2-core CPU", "elapsed_s": float(state.get("elapsed_s", 0.0))}
+            "echo": 1, "device": "2-core CPU", "elapsed_s": float(state.get("elapsed_s", 0.0))}
 
 
 def generator_from(state: dict, ema: bool = True):

@@ -82,6 +82,8 @@ class FitConfig:
     uncovered: float = option(0.0, "share of samples with no cover at all (the input is the truth, the mask empty): "
                               "the mask head learns that an uncovered face, its hair and what is beside it are "
                               "not a cover (0: none)", 0.0, 0.5)
+    echo: int = option(1, "train on each drawn batch this many steps in a row, mirrored on every other one: for a "
+                       "GPU faster than its loader processes (1: every step its own batch)", 1, 16)
     data_bench: int = option(0, "only time the data path: load this many batches as training would (the same "
                              "workers, batch and augmentation), print samples/s, train and write nothing (0: train)", 0)
 

@@ -345,9 +345,10 @@ class Trainer:
             writer.writerow(row)
 
     def _loader(self, steps: int):
+        """Batches for the steps from here to ``steps``: one drawn batch for every ``echo`` steps."""
         config = self.config
-        sampler = StepBatchSampler(len(self.train_set), config.batch, config.seed, self.step, steps,
-                                   self.rank, self.world)
+        sampler = StepBatchSampler(len(self.train_set), config.batch, config.seed, self.step // config.echo,
+                                   -(-steps // config.echo), self.rank, self.world)
         # Pinned batches on a GPU: the copy to it overlaps the step (non_blocking in _prepare).
         return sampler, DataLoader(self.train_set, batch_sampler=sampler, num_workers=config.workers,
                                    persistent_workers=False, prefetch_factor=4 if config.workers else None,
@@ -357,7 +358,7 @@ class Trainer:
         """``data_bench`` batches loaded as training loads them (after one that starts the loader
         processes), timed: what the data path gives a GPU at most. Nothing is trained or written."""
         config = self.config
-        _sampler, loader = self._loader(self.step + config.data_bench + 1)
+        _sampler, loader = self._loader(self.step + (config.data_bench + 1) * config.echo)
         batches = iter(loader)
         next(batches)
         start, samples = time.monotonic(), 0
@@ -395,10 +396,12 @@ class Trainer:
         bar = progress(loader, total=len(sampler), desc="fit", initial=0) if self.main else loader
         stats = {}
         try:
-            for occluded, clean, mask in bar:
+            for occluded, clean, mask in self._echoed(bar):
+                if self.step >= config.steps:
+                    break
                 tick = time.monotonic()
                 self.generator.train()
-                parts = self.train_step(self._prepare(occluded), self._prepare(clean), self._prepare(mask))
+                parts = self.train_step(occluded, clean, mask)
                 self.step += 1
                 self.elapsed += time.monotonic() - tick
                 window_samples += len(occluded) * self.world
@@ -430,6 +433,17 @@ class Trainer:
             self._end_process_group()
         return {"step": self.step, **stats}
 
+    def _echoed(self, loader):
+        """Each step's batch: every drawn batch ``echo`` times in a row, mirrored on every other
+        pass (a run resumed between them picks up at its pass). With loader processes that cannot
+        keep up with a GPU, the GPU takes more steps from what they draw."""
+        echo, first = self.config.echo, self.step % self.config.echo
+        for tensors in loader:
+            batch = [self._prepare(tensor) for tensor in tensors]
+            for repeat in range(first, echo):
+                yield batch if repeat % 2 == 0 else [self._prepare(tensor.flip(-1)) for tensor in batch]
+            first = 0
+
     def _device_name(self) -> str:
         if self.device.type == "cuda":
             return torch.cuda.get_device_name(self.device)
@@ -437,9 +451,9 @@ class Trainer:
 
     def _begin_stretch(self) -> None:
         """This run's steps go on the last stretch when they continue it alike, else on a new one."""
-        alike = {"batch": self.config.batch, "world": self.world, "device": self._device_name()}
+        alike = {"batch": self.config.batch, "world": self.world, "echo": self.config.echo, "device": self._device_name()}
         last = self.stretches[-1] if self.stretches else None
-        if not (last and last["to_step"] == self.step and all(last.get(k) == v for k, v in alike.items())):
+        if not (last and last["to_step"] == self.step and all(last.get(k, 1) == v for k, v in alike.items())):
             self.stretches.append({"from_step": self.step, "to_step": self.step, **alike, "elapsed_s": 0.0})
         self._stretch_began = (self.elapsed, self.stretches[-1]["elapsed_s"])
 
