@@ -162,8 +162,8 @@ class Trainer:
         # Averaged checkpoints this run was resumed from (``deocc-train average``), oldest first:
         # a run resumed from a mean of runs says so on its card.
         self.resumed_means: list[dict] = []
-        # Stretches of training alike in batch, processes and device ({from_step, to_step, batch,
-        # world, device, elapsed_s}), oldest first: the card says where the steps were taken.
+        # Stretches of training alike in batch, processes, echo and device ({from_step, to_step,
+        # batch, world, echo, device, elapsed_s}), oldest first: the card says where the steps were taken.
         self.stretches: list[dict] = []
         self._stretch_began: tuple[float, float] | None = None  # (run's, stretch's elapsed_s) when it began
         if self.main and self.out.is_dir():

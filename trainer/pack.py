@@ -8,8 +8,9 @@ machine that has a GPU but not the data (the device machine takes at most 64 MiB
     PACK/occluders/      the occluder folder's training cut-outs (none of the held-out ones)
     PACK/summary.json    what was packed, from where, at what quality, how large
 
-`fit --data PACK` trains from it as from the pairs folder: the same faces, the same occluders
-drawn for each (seed, step); only the crops went through WebP (about 39 dB at quality 85).
+`fit --data PACK` trains from it as from the pairs folder (occluders drawn online, the same
+augmentation); the crops went through WebP (about 39 dB at quality 85) and, with ``--limit``,
+fewer faces are drawn from.
 """
 from __future__ import annotations
 
