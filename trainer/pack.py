@@ -25,7 +25,7 @@ import numpy as np
 
 from engines.atomic import atomic_write_bytes
 from trainer.configs import PackConfig
-from trainer.pairs import list_pairs, read_image, read_pair
+from trainer.pairs import list_pairs, mask_for, read_image, read_pair, sized
 
 PACK_FILE = "pack.npz"
 LANDMARK_COUNT = 478
@@ -79,10 +79,7 @@ class PackedPair:
         return None if self.split.landmarks is None else True
 
     def read_clean(self, size: int | None = None) -> np.ndarray | None:
-        image = _decoded(self.split.clean[self.index], cv2.IMREAD_COLOR)
-        if image is not None and size is not None and image.shape[:2] != (size, size):
-            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-        return image
+        return sized(_decoded(self.split.clean[self.index], cv2.IMREAD_COLOR), size)
 
     def read_landmarks(self) -> np.ndarray:
         """478 x 2 in crop pixels: the packed points where they were, zeros elsewhere."""
@@ -93,15 +90,12 @@ class PackedPair:
     def read(self, size: int | None = None):
         if self.split.occluded is None:
             return None
-        occluded = _decoded(self.split.occluded[self.index], cv2.IMREAD_COLOR)
-        clean = self.read_clean()
+        occluded = sized(_decoded(self.split.occluded[self.index], cv2.IMREAD_COLOR), size)
+        clean = self.read_clean(size)
         mask = _decoded(self.split.masks[self.index], cv2.IMREAD_GRAYSCALE)
         if occluded is None or clean is None or mask is None:
             return None
-        if size is not None and clean.shape[:2] != (size, size):
-            occluded, clean = (cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in (occluded, clean))
-            mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR)
-        return occluded, clean, mask
+        return occluded, clean, mask_for(mask, occluded, clean)
 
 
 class PackedSplit:
@@ -177,17 +171,18 @@ def write_pack(config: PackConfig) -> dict:
     for split, pairs in chosen.items():
         keys, clean, landmarks, occluded, masks = [], [], [], [], []
         for pair in pairs:
-            image = read_image(pair.clean)
-            if image is None:
-                continue
             if split == "validation":
                 loaded = read_pair(pair)
                 if loaded is None:
                     continue
+                image = loaded[1]
                 occluded.append(_encoded(loaded[0], ".webp", config.quality))
                 masks.append(_encoded(loaded[2], ".png", 0))
             else:
-                points = np.load(pair.landmarks, allow_pickle=False)
+                image = read_image(pair.clean)
+                if image is None:
+                    continue
+                points = pair.read_landmarks()
                 if points.shape != (LANDMARK_COUNT, 2):
                     raise ValueError(f"{pair.landmarks}: landmarks of shape {points.shape}, expected (478, 2)")
                 landmarks.append(points[index].astype(np.float16))

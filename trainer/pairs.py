@@ -80,14 +80,19 @@ def list_pairs(root: str | Path, split: str) -> list[Pair]:
     return pairs
 
 
+def sized(image: np.ndarray | None, size: int | None) -> np.ndarray | None:
+    """A crop resized to size x size if a size is given (area-filtered)."""
+    if image is not None and size is not None and image.shape[:2] != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return image
+
+
 def read_image(path: Path, size: int | None = None) -> np.ndarray | None:
     """A BGR uint8 picture, resized to size x size if given; None if unreadable."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         return None
-    if size is not None and image.shape[:2] != (size, size):
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return image
+    return sized(image, size)
 
 
 def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
@@ -113,11 +118,12 @@ def read_pair(pair: Pair, size: int | None = None):
     clean = read_image(pair.clean, size)
     if occluded is None or clean is None:
         return None
-    mask = None
-    if pair.mask is not None:
-        mask = cv2.imread(str(pair.mask), cv2.IMREAD_GRAYSCALE)
-        if mask is not None and mask.shape != clean.shape[:2]:
-            mask = cv2.resize(mask, clean.shape[1::-1], interpolation=cv2.INTER_LINEAR)
-    if mask is None:
-        mask = estimate_mask(occluded, clean)
-    return occluded, clean, mask
+    mask = cv2.imread(str(pair.mask), cv2.IMREAD_GRAYSCALE) if pair.mask is not None else None
+    return occluded, clean, mask_for(mask, occluded, clean)
+
+
+def mask_for(mask: np.ndarray | None, occluded: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """A pair's occlusion mask at the clean crop's size; estimated from the two pictures when missing."""
+    if mask is not None and mask.shape != clean.shape[:2]:
+        mask = cv2.resize(mask, clean.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+    return estimate_mask(occluded, clean) if mask is None else mask
