@@ -132,3 +132,108 @@ class Generator(nn.Module):
 
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def _refiner_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.GroupNorm(8, out_ch), nn.SiLU(),
+                         nn.Conv2d(out_ch, out_ch, 3, padding=1), nn.GroupNorm(8, out_ch), nn.SiLU())
+
+
+class _RefinerRes(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(8, channels), nn.SiLU(),
+                                  nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(8, channels))
+
+    def forward(self, x):
+        return nn.functional.silu(x + self.body(x))
+
+
+class Refiner(nn.Module):
+    """The second look at the generator's fill, at half the crop's size: the crop, the
+    generator's restored face and its mask in (7 channels), a correction of the restored face out
+    (a U-Net down to an eighth, with the picture's mean features added at the bottom). Its last
+    convolution starts at zero: a new refiner changes nothing. Trained with the generator frozen,
+    on the squared error where the face was covered (``deocc-train refine``): the generator's L1
+    and SSIM losses aim at the median guess of a hidden face, the squared error at the mean, which
+    is what PSNR scores."""
+
+    def __init__(self, width: int = 16, blocks: int = 3):
+        super().__init__()
+        c = [width, 2 * width, 4 * width, 8 * width]
+        self.width = width
+        self.encode = nn.ModuleList([_refiner_block(7, c[0])] + [_refiner_block(c[i], c[i + 1]) for i in range(3)])
+        self.middle = nn.Sequential(*[_RefinerRes(c[3]) for _ in range(blocks)])
+        self.pooled = nn.Linear(c[3], c[3])
+        self.decode = nn.ModuleList([_refiner_block(c[i + 1] + c[i], c[i]) for i in reversed(range(3))])
+        self.out = nn.Conv2d(c[0], 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, crop, restored, mask):
+        skips = [self.encode[0](torch.cat([crop, restored, mask], dim=1))]
+        for block in self.encode[1:]:
+            skips.append(block(nn.functional.avg_pool2d(skips[-1], 2)))
+        x = self.middle(skips.pop())
+        x = x + self.pooled(x.mean(dim=(2, 3)))[:, :, None, None]
+        for block in self.decode:
+            up = nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = block(torch.cat([up, skips.pop()], dim=1))
+        return self.out(x)
+
+
+class Refined(nn.Module):
+    """The generator with its refiner: the same contract as ``Generator``. The refiner sees the
+    crop, the restored face and the mask at half size (2x2 means) and its correction is enlarged
+    (bilinear) onto the restored face; the mask is the generator's."""
+
+    def __init__(self, generator: Generator, refiner: Refiner):
+        super().__init__()
+        self.generator, self.refiner = generator, refiner
+
+    @property
+    def width(self):
+        return self.generator.width
+
+    @property
+    def bottleneck(self):
+        return self.generator.bottleneck
+
+    def refine(self, image, restored, mask):
+        half = nn.functional.avg_pool2d
+        correction = self.refiner(half(image, 2), half(restored, 2), half(mask, 2))
+        correction = nn.functional.interpolate(correction, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return (restored + correction).clamp(-1.0, 1.0)
+
+    def forward(self, image):
+        restored, mask = self.generator(image)
+        return self.refine(image, restored, mask), mask
+
+
+def build(shape: dict, generator_weights: dict, refiner_weights: dict | None = None) -> nn.Module:
+    """The network a model's ``shape`` describes (width, bottleneck_blocks, and a ``refiner``
+    entry {width, blocks} when it has one), with its weights loaded."""
+    generator = Generator(width=shape["width"], bottleneck_blocks=shape["bottleneck_blocks"])
+    generator.load_state_dict(generator_weights)
+    refiner_shape = shape.get("refiner")
+    if not refiner_shape:
+        return generator
+    refiner = Refiner(width=refiner_shape["width"], blocks=refiner_shape["blocks"])
+    if refiner_weights is None:
+        raise KeyError("the model has a refiner but no refiner weights")
+    refiner.load_state_dict(refiner_weights)
+    return Refined(generator, refiner)
+
+
+def from_state_dict(shape: dict, state_dict: dict) -> nn.Module:
+    """The network of a `.pt` generator file: the whole module's weights (a refined one's under
+    ``generator.`` and ``refiner.``)."""
+    if not shape.get("refiner"):
+        return build(shape, state_dict)
+    parts = {"generator": {}, "refiner": {}}
+    for name, tensor in state_dict.items():
+        part, _, rest = name.partition(".")
+        if part not in parts:
+            raise KeyError(f"unexpected weight {name}")
+        parts[part][rest] = tensor
+    return build(shape, parts["generator"], parts["refiner"])

@@ -26,7 +26,7 @@ class TorchEngine(Engine):
                  cuda_graph: bool = True):
         import torch
 
-        from engines.network import Generator
+        from engines.network import build, from_state_dict
 
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -42,10 +42,12 @@ class TorchEngine(Engine):
         else:
             raise EngineError(f"{path}: not a deocc-live generator file")
         validate(metadata, str(path))
-        generator = Generator(width=shape["width"], bottleneck_blocks=shape["bottleneck_blocks"])
         try:
-            generator.load_state_dict(weights)
-        except RuntimeError as error:
+            if state.get("format") == GENERATOR_FORMAT:
+                generator = from_state_dict(shape, weights)
+            else:
+                generator = build(shape, weights, state.get("refiner"))
+        except (RuntimeError, KeyError) as error:
             raise EngineError(f"{path}: weights do not fit the generator ({str(error).splitlines()[0][:160]})") from None
         self._torch = torch
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -137,6 +139,15 @@ class TorchEngine(Engine):
         self._stream = self._device_in = self._host_in = self._host_out = None
 
 
+def shape_of(generator, size: int) -> dict:
+    """The ``model`` entry of a `.pt` file: what ``engines.network.from_state_dict`` builds."""
+    shape = {"width": generator.width, "bottleneck_blocks": len(generator.bottleneck), "size": size}
+    refiner = getattr(generator, "refiner", None)
+    if refiner is not None:
+        shape["refiner"] = {"width": refiner.width, "blocks": len(refiner.middle)}
+    return shape
+
+
 def save_generator(path: str | Path, generator, size: int, metadata: dict) -> None:
     """Write a `.pt` generator file (weights and metadata only) atomically."""
     import io
@@ -147,7 +158,7 @@ def save_generator(path: str | Path, generator, size: int, metadata: dict) -> No
 
     buffer = io.BytesIO()
     torch.save({"format": GENERATOR_FORMAT,
-                "model": {"width": generator.width, "bottleneck_blocks": len(generator.bottleneck), "size": size},
+                "model": shape_of(generator, size),
                 "state_dict": generator.state_dict(), "metadata": metadata}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 

@@ -405,7 +405,7 @@ def test_export_writes_a_pytorch_file_too(tiny_run, tmp_path):
         assert np.abs(torch_engine.infer(batch)[0] - onnx_engine.infer(batch)[0]).max() < 1e-3
 
 
-@pytest.mark.parametrize("command", ["synth", "fit", "eval", "export", "quantize", "build-engine", "finder",
+@pytest.mark.parametrize("command", ["synth", "fit", "refine", "eval", "export", "quantize", "build-engine", "finder",
                                      "finder-labels"])
 def test_every_trainer_option_says_what_it_does_and_its_default(command):
     from trainer.cli import build_parser
@@ -895,3 +895,49 @@ def test_echo_trains_each_drawn_batch_several_steps_mirrored_and_resumes_between
         torch.testing.assert_close(resumed[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
     state = checkpoint.load(broken / "last.ckpt")
     assert [(s["from_step"], s["to_step"], s["echo"]) for s in state["stretches"]] == [(0, 5, 2)]
+
+
+def test_refine_trains_a_refiner_on_the_frozen_generator_and_exports_them_as_one_network(tiny_run, tiny_pairs,
+                                                                                           tmp_path):
+    from engines import open_engine
+    from engines.network import Refined, Refiner
+    from trainer.export import _parity_batch, export_onnx
+
+    source = tiny_run / "last.ckpt"
+    before = checkpoint.load(source)
+    generator = checkpoint.generator_from(before)
+    batch = torch.from_numpy(_parity_batch(128))
+    with torch.no_grad():  # a new refiner changes nothing
+        plain, fresh = generator(batch), Refined(generator, Refiner(8, 1)).eval()(batch)
+    assert all(torch.equal(a, b) for a, b in zip(plain, fresh))
+
+    out = tmp_path / "refined.ckpt"
+    result = _train("refine", "--ckpt", str(source), "--data", str(tiny_pairs), "--out", str(out), "--steps", "4",
+                    "--batch", "4", "--width", "8", "--blocks", "1", "--workers", "0", "--log-every", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "validation covered PSNR" in result.stdout and "4 refiner steps" in result.stdout
+    state = checkpoint.load(out)
+    assert state["model"]["refiner"]["width"] == 8 and state["refine"]["steps"] == 4 and state["refine"]["finished"]
+    for key in ("generator", "generator_ema"):  # the generator is frozen
+        assert all(torch.equal(state[key][name], tensor) for name, tensor in before[key].items())
+    assert state["refiner"]["out.weight"].abs().sum() > 0  # it trained
+    from trainer.card import _refiner_sentence
+    assert "4 steps of batch 4" in _refiner_sentence(state) and _refiner_sentence(before) == ""
+
+    onnx_path, pt_path = tmp_path / "refined.onnx", tmp_path / "refined.pt"
+    assert export_onnx(out, onnx_path)["max_abs_diff"] < 1e-3
+    exported = _train("export", "--ckpt", str(out), "--onnx", str(tmp_path / "again.onnx"), "--pt", str(pt_path))
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    images = batch.numpy()
+    with open_engine(onnx_path) as refined, open_engine(pt_path) as torch_refined, \
+            open_engine(tiny_run / "last.ckpt") as unrefined_ckpt, open_engine(out) as refined_ckpt:
+        ours, theirs = refined.infer(images), unrefined_ckpt.infer(images)
+        assert np.abs(ours[0] - theirs[0]).max() > 1e-4  # the refiner acts on the restored face
+        assert np.abs(ours[1] - theirs[1]).max() < 1e-5  # the mask is the generator's
+        for other in (torch_refined, refined_ckpt):
+            assert np.abs(other.infer(images)[0] - ours[0]).max() < 1e-3
+
+    again = _train("refine", "--ckpt", str(out), "--data", str(tiny_pairs), "--out", str(tmp_path / "x.ckpt"),
+                   "--steps", "1", "--width", "16", "--workers", "0")
+    assert again.returncode == 1 and "has a refiner of width 8" in again.stderr
+    assert "Traceback" not in again.stderr and len(again.stderr.strip().splitlines()) == 1

@@ -42,14 +42,12 @@ def first_stretch(state: dict) -> dict:
 
 
 def generator_from(state: dict, ema: bool = True):
-    """The generator a checkpoint describes, in eval mode (its EMA weights by default)."""
-    from engines.network import Generator
+    """The generator a checkpoint describes, in eval mode (its EMA weights by default), with its
+    refiner when it has one (``deocc-train refine``)."""
+    from engines.network import build
 
-    shape = state["model"]
-    generator = Generator(width=shape["width"], bottleneck_blocks=shape["bottleneck_blocks"])
     weights = state.get("generator_ema") if ema and state.get("generator_ema") else state["generator"]
-    generator.load_state_dict(weights)
-    return generator.eval()
+    return build(state["model"], weights, state.get("refiner")).eval()
 
 
 def average(paths: list, out: str | Path) -> dict:

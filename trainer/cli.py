@@ -171,6 +171,16 @@ def cmd_quantize(args):
           f"activation ranges at {ranges}{kept})")
 
 
+def cmd_refine(args):
+    from trainer.configs import RefineConfig
+    from trainer.refine import run
+
+    result = run(_config(RefineConfig, args))
+    psnr = result["validation_psnr_half"]
+    print(f"wrote {result['out']}: {result['steps']} refiner steps; validation covered PSNR at half size "
+          f"{psnr['generator']:.3f} -> {psnr['refined']:.3f} dB")
+
+
 def cmd_average(args):
     from trainer.checkpoint import average
 
@@ -188,7 +198,7 @@ def cmd_build_engine(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from trainer.configs import (EndToEndConfig, EvalConfig, FinderConfig, FinderLabelsConfig, FitConfig,
-                                  MemoryEvalConfig, MisalignConfig, PackConfig, SynthConfig)
+                                  MemoryEvalConfig, MisalignConfig, PackConfig, RefineConfig, SynthConfig)
 
     parser = OneLineParser(prog="deocc-train", description="Train deocc-live's generator.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -201,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("pack", "a pairs folder -> a small training pack (WebP crops, the landmarks occluders are placed by, the "
                  "training occluders) to carry to a GPU machine; fit --data takes it", PackConfig, cmd_pack),
         ("fit", "train the generator", FitConfig, cmd_fit),
+        ("refine", "train the generator's refiner (a second look at its fill at half size, on the squared error) "
+                   "with the generator frozen", RefineConfig, cmd_refine),
         ("eval", "metrics on the test split: input, Telea, ours", EvalConfig, cmd_eval),
         ("e2e", "quality as a user meets it: whole test-split pictures through the app, occluders placed as "
                 "the trainer never does, a clip and real photos", EndToEndConfig, cmd_e2e),

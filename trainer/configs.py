@@ -89,6 +89,25 @@ class FitConfig:
 
 
 @dataclass
+class RefineConfig:
+    ckpt: str = required("training checkpoint whose generator is refined (kept frozen; a refiner it has already "
+                         "is trained on)")
+    data: str = required("pairs folder written by `deocc-train synth`, or a pack of one")
+    out: str = required("checkpoint to write: the given one with its refiner")
+    occluders: str | None = option(None, "occluder folder for online occlusion (default: the one synth used)")
+    steps: int = option(4000, "refiner steps", 1)
+    batch: int = option(32, "samples per step", 1, 4096)
+    lr: float = option(1e-3, "peak learning rate (cosine down to zero over the steps)", 0.0, 1.0)
+    width: int = option(16, "refiner channels at half the crop's size (8 or more, a multiple of 8)", 8, 256)
+    blocks: int = option(3, "refiner residual blocks at an eighth of the crop's size", 0, 16)
+    seed: int = option(0, "seed of sample order and online occluders", 0)
+    workers: int = option(1, "data loader processes (0: load in the training process)", 0, 128)
+    threads: int = option(0, "torch threads (0: torch's default)", 0, 1024)
+    checkpoint_minutes: float = option(10.0, "minutes between writes of OUT while training", 0.01)
+    log_every: int = option(200, "steps between log lines with the validation score", 1)
+
+
+@dataclass
 class PackConfig:
     data: str = required("pairs folder written by `deocc-train synth`")
     out: str = required("folder to write the pack to (new or empty)")

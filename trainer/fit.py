@@ -49,6 +49,18 @@ def _loader_worker_init(_worker: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def occluders_from_summary(data) -> str | None:
+    """The occluder folder synth drew from, as the pairs folder's summary names it (a pack's own copy)."""
+    summary = Path(data) / "summary.json"
+    if summary.is_file():
+        with contextlib.suppress(ValueError, KeyError):
+            written = json.loads(summary.read_text())
+            if "pack" in written:  # a pack's own copy, named relative to the pack
+                return str(Path(data) / written["config"]["occluders"])
+            return written["config"]["occluders"]
+    return None
+
+
 def autocast_dtype(config: FitConfig, device: torch.device):
     """bf16 autocast where the hardware runs it natively (AVX-512 BF16/AMX on CPU, any recent
     CUDA GPU); none otherwise."""
@@ -201,14 +213,7 @@ class Trainer:
         self.amp = autocast_dtype(config, self.device)
 
     def _occluders_from_summary(self):
-        summary = Path(self.config.data) / "summary.json"
-        if summary.is_file():
-            with contextlib.suppress(ValueError, KeyError):
-                written = json.loads(summary.read_text())
-                if "pack" in written:  # a pack's own copy, named relative to the pack
-                    return str(Path(self.config.data) / written["config"]["occluders"])
-                return written["config"]["occluders"]
-        return None
+        return occluders_from_summary(self.config.data)
 
     def _restore(self, state: dict):
         shape = state["model"]
@@ -233,6 +238,9 @@ class Trainer:
         self.stretches = [dict(stretch) for stretch in state.get("stretches") or [checkpoint.first_stretch(state)]]
         if state.get("averaged"):
             self.resumed_means.append({"step": self.step, "averaged": state["averaged"]})
+        if state.get("refiner") and self.main:
+            print("--resume: the checkpoint's refiner is left behind (it was trained on the generator as it was): "
+                  "train one again with `deocc-train refine` once this run is done")
 
     def state(self) -> dict:
         return {
