@@ -941,3 +941,9 @@ def test_refine_trains_a_refiner_on_the_frozen_generator_and_exports_them_as_one
                    "--steps", "1", "--width", "16", "--workers", "0")
     assert again.returncode == 1 and "has a refiner of width 8" in again.stderr
     assert "Traceback" not in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    more = _train("refine", "--ckpt", str(out), "--data", str(tiny_pairs), "--out", str(tmp_path / "more.ckpt"),
+                  "--steps", "1", "--batch", "2", "--width", "8", "--blocks", "1", "--workers", "0")
+    assert more.returncode == 0, more.stderr[-2000:]
+    trained_on = checkpoint.load(tmp_path / "more.ckpt")
+    assert trained_on["refine"]["steps"] == 5  # the refiner it had, trained on: 4 + 1 steps
+    assert not torch.equal(trained_on["refiner"]["out.weight"], state["refiner"]["out.weight"])

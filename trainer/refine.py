@@ -10,7 +10,6 @@ import math
 import signal
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -99,6 +98,7 @@ def run(config: RefineConfig) -> dict:
         val_set = PairDataset(config.data, "train", train_set.size)
     torch.manual_seed(config.seed)
     model = _model(state, config)
+    earlier = int(state.get("refine", {}).get("steps", 0)) if state.get("refiner") else 0  # a refiner trained on
     model.generator.eval().requires_grad_(False).to(memory_format=torch.channels_last)
     refiner = model.refiner.train()
     optimiser = torch.optim.AdamW(refiner.parameters(), lr=config.lr, weight_decay=1e-4)
@@ -119,7 +119,7 @@ def run(config: RefineConfig) -> dict:
         out["model"] = {**state["model"], "refiner": {"width": config.width, "blocks": config.blocks,
                                                       "parameters": parameter_count(refiner)}}
         out["refiner"] = {name: tensor.detach().clone() for name, tensor in refiner.state_dict().items()}
-        out["refine"] = {"steps": step, "batch": config.batch, "lr": config.lr, "seed": config.seed,
+        out["refine"] = {"steps": earlier + step, "batch": config.batch, "lr": config.lr, "seed": config.seed,
                          "elapsed_s": round(time.monotonic() - start, 1), "finished": final,
                          "validation_psnr_half": {"generator": round(before, 3), "refined": round(after, 3)}}
         out.pop("format", None)
