@@ -191,14 +191,6 @@ class Refined(nn.Module):
         super().__init__()
         self.generator, self.refiner = generator, refiner
 
-    @property
-    def width(self):
-        return self.generator.width
-
-    @property
-    def bottleneck(self):
-        return self.generator.bottleneck
-
     def refine(self, image, restored, mask):
         half = nn.functional.avg_pool2d
         correction = self.refiner(half(image, 2), half(restored, 2), half(mask, 2))

@@ -141,8 +141,9 @@ class TorchEngine(Engine):
 
 def shape_of(generator, size: int) -> dict:
     """The ``model`` entry of a `.pt` file: what ``engines.network.from_state_dict`` builds."""
-    shape = {"width": generator.width, "bottleneck_blocks": len(generator.bottleneck), "size": size}
-    refiner = getattr(generator, "refiner", None)
+    refiner = getattr(generator, "refiner", None)  # a Refined network: its generator and refiner
+    base = generator.generator if refiner is not None else generator
+    shape = {"width": base.width, "bottleneck_blocks": len(base.bottleneck), "size": size}
     if refiner is not None:
         shape["refiner"] = {"width": refiner.width, "blocks": len(refiner.middle)}
     return shape

@@ -191,6 +191,14 @@ class StepBatchSampler(Sampler):
             yield [(int(i), int(s)) for i, s in zip(indices[part], seeds[part])]
 
 
+def validation_set(root, size: int) -> PairDataset:
+    """The validation split to score on, or the training split where the folder has none."""
+    try:
+        return PairDataset(root, "validation", size)
+    except FileNotFoundError:
+        return PairDataset(root, "train", size)
+
+
 def fixed_batch(dataset: PairDataset, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The first ``count`` items of a split, stacked (for sample grids and quick validation)."""
     items = [dataset[(i, 0)] for i in range(min(count, len(dataset)))]

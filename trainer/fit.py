@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainer import checkpoint
-from trainer.data import PairDataset, StepBatchSampler, fixed_batch, to_image
+from trainer.data import PairDataset, StepBatchSampler, fixed_batch, to_image, validation_set
 from trainer.losses import LossWeights, discriminator_loss, generator_loss
 from engines.atomic import atomic_write_bytes
 from engines.network import Generator, parameter_count
@@ -151,10 +151,7 @@ class Trainer:
                                      misalign=misalign.load(config.misalign), crop_jitter=config.crop_jitter,
                                      degrade=config.degrade, uncovered=config.uncovered)
         self.size = self.train_set.size
-        try:
-            self.val_set = PairDataset(config.data, "validation", self.size)
-        except FileNotFoundError:
-            self.val_set = PairDataset(config.data, "train", self.size)
+        self.val_set = validation_set(config.data, self.size)
         torch.manual_seed(config.seed)
         self.generator = Generator(config.width, config.bottleneck_blocks).to(self.device)
         self.discriminator = Discriminator().to(self.device)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from engines.network import Refined, Refiner, parameter_count
 from trainer import checkpoint
 from trainer.configs import RefineConfig
-from trainer.data import PairDataset, StepBatchSampler, fixed_batch
+from trainer.data import PairDataset, StepBatchSampler, fixed_batch, validation_set
 from trainer.fit import _loader_worker_init, occluders_from_summary
 
 OUTSIDE_WEIGHT = 0.05  # of an uncovered pixel's squared error against a covered one's
@@ -43,13 +43,13 @@ def refined_loss(model: Refined, occluded, clean, mask) -> torch.Tensor:
     return ((ours - _half(clean)) ** 2 * weight).sum() / (weight.sum() * 3)
 
 
-def covered_psnr(model: Refined, occluded, clean, mask, refined: bool = True) -> float:
-    """Mean PSNR over the covered pixels (at half size) of samples with any, in [0, 1] units."""
-    restored, predicted = _generated(model, occluded)
+def covered_psnr(refiner: Refiner | None, occluded, restored, predicted, clean, mask) -> float:
+    """Mean PSNR over the covered pixels (at half size) of samples with any, in [0, 1] units: the
+    generator's ``restored`` face, refined by ``refiner`` unless it is None."""
     with torch.no_grad():
         ours = _half(restored)
-        if refined:
-            ours = ours + model.refiner(_half(occluded), _half(restored), _half(predicted))
+        if refiner is not None:
+            ours = ours + refiner(_half(occluded), _half(restored), _half(predicted))
         covered = (_half(mask) > 0.5).float()
         error = ((ours.clamp(-1, 1) - _half(clean)) ** 2 * covered).sum(dim=(1, 2, 3)) / 4
         count = covered.sum(dim=(1, 2, 3)) * 3
@@ -92,18 +92,15 @@ def run(config: RefineConfig) -> dict:
                             uncovered=trained.get("uncovered", 0.0))
     if not train_set.online:
         raise ValueError(f"{config.data} has no landmarks for online occlusion")
-    try:
-        val_set = PairDataset(config.data, "validation", train_set.size)
-    except FileNotFoundError:
-        val_set = PairDataset(config.data, "train", train_set.size)
     torch.manual_seed(config.seed)
     model = _model(state, config)
     earlier = int(state.get("refine", {}).get("steps", 0)) if state.get("refiner") else 0  # a refiner trained on
     model.generator.eval().requires_grad_(False).to(memory_format=torch.channels_last)
     refiner = model.refiner.train()
     optimiser = torch.optim.AdamW(refiner.parameters(), lr=config.lr, weight_decay=1e-4)
-    val = fixed_batch(val_set, 64)
-    before = covered_psnr(model, *val, refined=False)
+    val_occluded, val_clean, val_mask = fixed_batch(validation_set(config.data, train_set.size), 64)
+    val = (val_occluded, *_generated(model, val_occluded), val_clean, val_mask)  # the frozen generator's answers, once
+    before = covered_psnr(None, *val)
     print(f"refiner {parameter_count(refiner):,} parameters on a generator of {parameter_count(model.generator):,}, "
           f"{len(train_set)} train faces; validation covered PSNR at half size: generator {before:.3f} dB", flush=True)
     sampler = StepBatchSampler(len(train_set), config.batch, config.seed, 0, config.steps)
@@ -138,7 +135,7 @@ def run(config: RefineConfig) -> dict:
             step += 1
             if step % config.log_every == 0 or step == config.steps:
                 refiner.eval()
-                after = covered_psnr(model, *val)
+                after = covered_psnr(refiner, *val)
                 refiner.train()
                 print(f"step {step}: loss {loss.item():.5f}, validation covered PSNR {after:.3f} dB "
                       f"(generator {before:.3f}), {time.monotonic() - start:.0f} s", flush=True)
@@ -149,6 +146,6 @@ def run(config: RefineConfig) -> dict:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     refiner.eval()
-    after = covered_psnr(model, *val)
+    after = covered_psnr(refiner, *val)
     save(step >= config.steps)
     return {"out": config.out, "steps": step, "validation_psnr_half": {"generator": before, "refined": after}}
