@@ -947,3 +947,47 @@ def test_refine_trains_a_refiner_on_the_frozen_generator_and_exports_them_as_one
     trained_on = checkpoint.load(tmp_path / "more.ckpt")
     assert trained_on["refine"]["steps"] == 5  # the refiner it had, trained on: 4 + 1 steps
     assert not torch.equal(trained_on["refiner"]["out.weight"], state["refiner"]["out.weight"])
+
+
+def test_refine_on_an_engine_trains_on_its_mirror_pass_and_takes_only_the_checkpoints_own_generator(
+        tiny_run, tiny_pairs, tmp_path):
+    from trainer.card import _refine_lines, _refiner_sentence
+    from trainer.export import export_onnx
+    from trainer.refine import _passes, _refined
+
+    source = tiny_run / "last.ckpt"
+    plain = tmp_path / "gen.onnx"
+    export_onnx(source, plain)
+    out = tmp_path / "refined.ckpt"
+    result = _train("refine", "--ckpt", str(source), "--data", str(tiny_pairs), "--out", str(out), "--steps", "2",
+                    "--batch", "2", "--width", "8", "--blocks", "1", "--workers", "0", "--engine", str(plain))
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = checkpoint.load(out)
+    assert state["refine"]["engine"] == {"file": "gen.onnx", "precision": "fp32", "mirror_pass": True}
+    assert "fp32 engine makes of each crop and its mirror image" in _refiner_sentence(state)
+    assert _refine_lines(state)[0].startswith("deocc-train export") and "--engine runs/main/gen.onnx" in _refine_lines(state)[-1]
+
+    # the passes are the crop and its mirror image, the second put back before the two are averaged
+    from engines import open_engine
+    from engines.network import Refiner
+    with open_engine(plain) as engine:
+        crops = torch.rand(3, 3, 128, 128) * 2 - 1
+        passes = _passes(None, engine, crops)
+        assert [mirrored for *_, mirrored in passes] == [False, True] and torch.equal(passes[1][0], crops.flip(3))
+        restored, _ = engine.infer(crops.flip(3).numpy().copy())
+        assert np.abs(passes[1][1].numpy() - restored).max() < 1e-6
+        half = torch.nn.functional.avg_pool2d
+        unrefined = (half(passes[0][1], 2) + half(passes[1][1], 2).flip(3)) / 2
+        assert torch.allclose(_refined(None, passes), unrefined, atol=1e-6)
+        assert torch.allclose(_refined(Refiner(8, 1).eval(), passes), unrefined, atol=1e-6)  # a new refiner: no change
+
+    refined_onnx, other = tmp_path / "refined.onnx", tmp_path / "other.ckpt"
+    export_onnx(out, refined_onnx)
+    trained_on = checkpoint.load(source)
+    trained_on["step"] += 1
+    checkpoint.save(other, trained_on)
+    for ckpt, engine, message in ((out, refined_onnx, "already has a refiner"), (other, plain, "is not")):
+        refused = _train("refine", "--ckpt", str(ckpt), "--data", str(tiny_pairs), "--out", str(tmp_path / "x.ckpt"),
+                         "--steps", "1", "--width", "8", "--blocks", "1", "--workers", "0", "--engine", str(engine))
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr[-2000:]
+        assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

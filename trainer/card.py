@@ -50,8 +50,29 @@ def _refiner_sentence(state: dict) -> str:
             f"{shape.get('parameters', 0):,} parameters (width {shape['width']}, {shape['blocks']} blocks), trained "
             f"{refine['steps']:,} steps of batch {refine['batch']} ({refine['elapsed_s'] / 3600:.2f} h, lr {refine['lr']:g} "
             f"cosine, seed {refine['seed']}) with the generator frozen, on the squared error where the face was "
-            f"covered; the trainer's 64 validation samples, covered PSNR at half size: {psnr['generator']:.2f} dB "
+            f"covered"
+            + (f", correcting what the generator's {refine['engine']['precision']} engine makes of each crop and its "
+               f"mirror image (each pass refined, the two averaged, as the app runs it)" if refine.get("engine") else "")
+            + f"; the trainer's 64 validation samples, covered PSNR at half size: {psnr['generator']:.2f} dB "
             f"without it, {psnr['refined']:.2f} with it.")
+
+
+def _refine_lines(state: dict) -> list[str]:
+    """The reproduce commands of the refiner, when the generator has one."""
+    refine, shape = state.get("refine"), state["model"].get("refiner")
+    if not refine or not shape:
+        return []
+    engine, lines = refine.get("engine"), []
+    if engine:
+        engine_file = "runs/main/gen_int8.onnx" if engine.get("precision") == "int8" else "runs/main/gen.onnx"
+        lines.append("deocc-train export --ckpt runs/main/last.ckpt --onnx runs/main/gen.onnx   # the generator alone")
+        if engine.get("precision") == "int8":
+            lines.append("deocc-train quantize --onnx runs/main/gen.onnx --data data/pairs --out runs/main/gen_int8.onnx")
+    lines.append(f"deocc-train refine --ckpt runs/main/last.ckpt --data data/pairs --out runs/main/last.ckpt "
+                 f"--steps {refine['steps']} --batch {refine['batch']} --lr {refine['lr']:g} "
+                 f"--width {shape['width']} --blocks {shape['blocks']} --seed {refine['seed']}"
+                 + (f" --engine {engine_file}" if engine else ""))
+    return lines
 
 
 def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path, grid_name: str = "eval_grid.png",
@@ -169,10 +190,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
            + _seed_step_pairs(averaged) + "; then:",
            "deocc-train average --ckpt " + " ".join(f"runs/seed{run['seed']}/last.ckpt" for run in averaged)
            + " --out runs/main/last.ckpt"] if averaged else []),
-        *([f"deocc-train refine --ckpt runs/main/last.ckpt --data data/pairs --out runs/main/last.ckpt "
-           f"--steps {state['refine']['steps']} --batch {state['refine']['batch']} --lr {state['refine']['lr']:g} "
-           f"--width {model['refiner']['width']} --blocks {model['refiner']['blocks']} --seed {state['refine']['seed']}"]
-          if model.get("refiner") and state.get("refine") else []),
+        *_refine_lines(state),
         "deocc-train eval --data data/pairs --model runs/main/last.ckpt --out runs/main/eval",
         "deocc-train misalign --out trainer/misalignment.json   # the crop errors fit replays (shipped)",
         "deocc-train export --ckpt runs/main/last.ckpt --onnx assets/deocc_gen.onnx",

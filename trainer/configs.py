@@ -95,6 +95,9 @@ class RefineConfig:
     data: str = required("pairs folder written by `deocc-train synth`, or a pack of one")
     out: str = required("checkpoint to write: the given one with its refiner")
     occluders: str | None = option(None, "occluder folder for online occlusion (default: the one synth used)")
+    engine: str | None = option(None, "train on what this engine (the checkpoint's own export, say its int8 file) "
+                                      "makes of each crop and its mirror image, as the app runs it, instead of the "
+                                      "float generator's one pass")
     steps: int = option(4000, "refiner steps", 1)
     batch: int = option(32, "samples per step", 1, 4096)
     lr: float = option(1e-3, "peak learning rate (cosine down to zero over the steps)", 0.0, 1.0)

@@ -24,7 +24,8 @@ def metadata_for(state: dict, evaluation: dict | None = None) -> dict:
         trainer_commit=state.get("trainer_commit", "unknown"),
         training={"steps": state["step"], "wall_time_s": round(state.get("elapsed_s", 0.0)),
                   "parameters": state["model"].get("parameters"), "width": state["model"]["width"],
-                  "train_pairs": data.get("train_pairs"), "online_occlusion": data.get("online_occlusion")},
+                  "train_pairs": data.get("train_pairs"), "online_occlusion": data.get("online_occlusion"),
+                  **({"refiner": state["model"]["refiner"]} if state["model"].get("refiner") else {})},
         evaluation=evaluation or {},
     )
 

@@ -10,6 +10,7 @@ import math
 import signal
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -35,21 +36,46 @@ def _generated(model: Refined, occluded):
     return restored.contiguous(), predicted.contiguous()
 
 
-def refined_loss(model: Refined, occluded, clean, mask) -> torch.Tensor:
-    """Squared error of the refined face at half size, weighted to the covered pixels."""
-    restored, predicted = _generated(model, occluded)
-    ours = _half(restored) + model.refiner(_half(occluded), _half(restored), _half(predicted))
-    weight = OUTSIDE_WEIGHT + (_half(mask) > 0.5).float()
-    return ((ours - _half(clean)) ** 2 * weight).sum() / (weight.sum() * 3)
+def _passes(model: Refined, engine, occluded) -> list[tuple]:
+    """What the refiner corrects: (crop, restored face, mask, mirrored) for each pass. The frozen
+    generator's one pass; or, with an engine, as the app runs it (the generate stage's mirror
+    pass): the crop and its mirror image through the engine, each refined in its own orientation
+    and the two then averaged, as the exported network and the app do."""
+    if engine is None:
+        return [(occluded, *_generated(model, occluded), False)]
+    both = torch.cat([occluded, occluded.flip(3)]).numpy()
+    limit = engine.spec.max_batch
+    answers = [engine.infer(both[start:start + limit]) for start in range(0, len(both), limit)]
+    restored = torch.from_numpy(np.concatenate([a[0] for a in answers]).astype(np.float32))
+    predicted = torch.from_numpy(np.concatenate([a[1] for a in answers]).astype(np.float32))
+    count = len(occluded)
+    return [(occluded, restored[:count], predicted[:count], False),
+            (occluded.flip(3), restored[count:], predicted[count:], True)]
 
 
-def covered_psnr(refiner: Refiner | None, occluded, restored, predicted, clean, mask) -> float:
-    """Mean PSNR over the covered pixels (at half size) of samples with any, in [0, 1] units: the
-    generator's ``restored`` face, refined by ``refiner`` unless it is None."""
-    with torch.no_grad():
-        ours = _half(restored)
+def _refined(refiner: Refiner | None, passes) -> torch.Tensor:
+    """The restored face at half size, each pass refined by ``refiner`` (unless None), the passes
+    put back in the crop's orientation and averaged."""
+    faces = []
+    for occluded, restored, predicted, mirrored in passes:
+        face = _half(restored)
         if refiner is not None:
-            ours = ours + refiner(_half(occluded), _half(restored), _half(predicted))
+            face = face + refiner(_half(occluded), face, _half(predicted))
+        faces.append(face.flip(3) if mirrored else face)
+    return faces[0] if len(faces) == 1 else sum(faces) / len(faces)
+
+
+def refined_loss(refiner: Refiner, passes, clean, mask) -> torch.Tensor:
+    """Squared error of the refined face at half size, weighted to the covered pixels."""
+    weight = OUTSIDE_WEIGHT + (_half(mask) > 0.5).float()
+    return ((_refined(refiner, passes) - _half(clean)) ** 2 * weight).sum() / (weight.sum() * 3)
+
+
+def covered_psnr(refiner: Refiner | None, passes, clean, mask) -> float:
+    """Mean PSNR over the covered pixels (at half size) of samples with any, in [0, 1] units: the
+    generator's restored face (``passes``), refined by ``refiner`` unless it is None."""
+    with torch.no_grad():
+        ours = _refined(refiner, passes)
         covered = (_half(mask) > 0.5).float()
         error = ((ours.clamp(-1, 1) - _half(clean)) ** 2 * covered).sum(dim=(1, 2, 3)) / 4
         count = covered.sum(dim=(1, 2, 3)) * 3
@@ -57,6 +83,24 @@ def covered_psnr(refiner: Refiner | None, occluded, restored, predicted, clean, 
         if not keep.any():
             return float("nan")
         return float((10 * torch.log10(count[keep] / error[keep].clamp_min(1e-10))).mean())
+
+
+def _engine(config: RefineConfig, state: dict):
+    """The engine whose outputs the refiner is trained on: the checkpoint's own generator (the
+    same training steps), at its crop size, without a refiner of its own."""
+    from engines import open_engine
+
+    engine = open_engine(config.engine, threads=config.threads)
+    training = engine.spec.metadata.get("training", {})
+    if engine.spec.crop_size != int(state["model"]["size"]):
+        raise ValueError(f"{config.engine} takes {engine.spec.crop_size} px crops; {config.ckpt} makes "
+                         f"{state['model']['size']} px")
+    if training.get("refiner"):
+        raise ValueError(f"{config.engine} already has a refiner: give the generator's own export")
+    if training.get("steps") != state["step"]:
+        raise ValueError(f"{config.engine} is not {config.ckpt}'s generator (trained {training.get('steps')} "
+                         f"steps, the checkpoint {state['step']}): export and quantise the checkpoint first")
+    return engine
 
 
 def _model(state: dict, config: RefineConfig) -> Refined:
@@ -99,7 +143,8 @@ def run(config: RefineConfig) -> dict:
     refiner = model.refiner.train()
     optimiser = torch.optim.AdamW(refiner.parameters(), lr=config.lr, weight_decay=1e-4)
     val_occluded, val_clean, val_mask = fixed_batch(validation_set(config.data, train_set.size), 64)
-    val = (val_occluded, *_generated(model, val_occluded), val_clean, val_mask)  # the frozen generator's answers, once
+    engine = _engine(config, state) if config.engine else None
+    val = (_passes(model, engine, val_occluded), val_clean, val_mask)  # the frozen generator's answers, once
     before = covered_psnr(None, *val)
     print(f"refiner {parameter_count(refiner):,} parameters on a generator of {parameter_count(model.generator):,}, "
           f"{len(train_set)} train faces; validation covered PSNR at half size: generator {before:.3f} dB", flush=True)
@@ -117,6 +162,9 @@ def run(config: RefineConfig) -> dict:
                                                       "parameters": parameter_count(refiner)}}
         out["refiner"] = {name: tensor.detach().clone() for name, tensor in refiner.state_dict().items()}
         out["refine"] = {"steps": earlier + step, "batch": config.batch, "lr": config.lr, "seed": config.seed,
+                         "engine": None if engine is None else {"file": Path(config.engine).name,
+                                                                "precision": engine.spec.precision,
+                                                                "mirror_pass": True},
                          "elapsed_s": round(time.monotonic() - start, 1), "finished": final,
                          "validation_psnr_half": {"generator": round(before, 3), "refined": round(after, 3)}}
         out.pop("format", None)
@@ -128,7 +176,7 @@ def run(config: RefineConfig) -> dict:
                 break
             for group in optimiser.param_groups:
                 group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
-            loss = refined_loss(model, occluded, clean, mask)
+            loss = refined_loss(refiner, _passes(model, engine, occluded), clean, mask)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
