@@ -1,9 +1,10 @@
 """`deocc-train refine`: train the generator's refiner (``engines.network.Refiner``) with the
 generator frozen, on the samples `fit` draws (the same online occluders, crop errors, degrading
 and uncovered share as the checkpoint's own training), on the squared error at half the crop's
-size, where the face was covered (and a twentieth of it elsewhere). Writes the checkpoint again
-with the refiner in it: `export`, `quantize` and every engine then run the generator and its
-refiner as one network."""
+size, where the face was covered (and a twentieth of it elsewhere). With ``--engine`` it corrects
+what the checkpoint's own export makes of each crop and its mirror image instead (the int8 file
+is what the app runs on a CPU). Writes the checkpoint again with the refiner in it: `export`,
+`quantize` and every engine then run the generator and its refiner as one network."""
 from __future__ import annotations
 
 import math
@@ -193,6 +194,8 @@ def run(config: RefineConfig) -> dict:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if engine is not None:
+            engine.close()
     refiner.eval()
     after = covered_psnr(refiner, *val)
     save(step >= config.steps)
