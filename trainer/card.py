@@ -64,9 +64,10 @@ def _refine_lines(state: dict) -> list[str]:
         return []
     engine, lines = refine.get("engine"), []
     if engine:
-        engine_file = "runs/main/gen_int8.onnx" if engine.get("precision") == "int8" else "runs/main/gen.onnx"
+        int8 = engine.get("precision") == "int8"
+        engine_file = "runs/main/gen_int8.onnx" if int8 else "runs/main/gen.onnx"
         lines.append("deocc-train export --ckpt runs/main/last.ckpt --onnx runs/main/gen.onnx   # the generator alone")
-        if engine.get("precision") == "int8":
+        if int8:
             lines.append("deocc-train quantize --onnx runs/main/gen.onnx --data data/pairs --out runs/main/gen_int8.onnx")
     lines.append(f"deocc-train refine --ckpt runs/main/last.ckpt --data data/pairs --out runs/main/last.ckpt "
                  f"--steps {refine['steps']} --batch {refine['batch']} --lr {refine['lr']:g} "

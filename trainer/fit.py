@@ -139,7 +139,7 @@ class Trainer:
     def build(self):
         config = self.config
         bank = None
-        occluders = config.occluders or self._occluders_from_summary()
+        occluders = config.occluders or occluders_from_summary(config.data)
         if config.online and occluders and Path(occluders).is_dir():
             from trainer.occluders import OccluderBank
 
@@ -208,9 +208,6 @@ class Trainer:
         self.weights = LossWeights(config.rec, config.ssim, config.adv, config.mask, config.hole, config.recall, config.detail,
                                    config.feature_match, config.colour, config.hole_mean)
         self.amp = autocast_dtype(config, self.device)
-
-    def _occluders_from_summary(self):
-        return occluders_from_summary(self.config.data)
 
     def _restore(self, state: dict):
         shape = state["model"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -118,14 +119,13 @@ def _model(state: dict, config: RefineConfig) -> Refined:
 
 
 def run(config: RefineConfig) -> dict:
-    from pathlib import Path
-
     from trainer import misalign
     from trainer.occluders import OccluderBank
 
     if config.threads:
         torch.set_num_threads(config.threads)
     state = checkpoint.load(config.ckpt)
+    engine = _engine(config, state) if config.engine else None  # checked before the data is loaded
     trained = state.get("config", {})
     occluders = config.occluders or occluders_from_summary(config.data)
     if not occluders or not Path(occluders).is_dir():
@@ -144,7 +144,6 @@ def run(config: RefineConfig) -> dict:
     refiner = model.refiner.train()
     optimiser = torch.optim.AdamW(refiner.parameters(), lr=config.lr, weight_decay=1e-4)
     val_occluded, val_clean, val_mask = fixed_batch(validation_set(config.data, train_set.size), 64)
-    engine = _engine(config, state) if config.engine else None
     val = (_passes(model, engine, val_occluded), val_clean, val_mask)  # the frozen generator's answers, once
     before = covered_psnr(None, *val)
     print(f"refiner {parameter_count(refiner):,} parameters on a generator of {parameter_count(model.generator):,}, "
