@@ -991,3 +991,33 @@ def test_refine_on_an_engine_trains_on_its_mirror_pass_and_takes_only_the_checkp
                          "--steps", "1", "--width", "8", "--blocks", "1", "--workers", "0", "--engine", str(engine))
         assert refused.returncode == 1 and message in refused.stderr, refused.stderr[-2000:]
         assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_the_squared_error_term_asks_for_the_mean_guess_where_covered():
+    """PSNR scores the mean: a fill fitted by the squared-error term alone settles on the mean of
+    what is hidden, where L1 settles on its median; what lies outside the cover counts for nothing."""
+    from trainer.losses import LossWeights, generator_loss
+
+    truth = -torch.ones(2, 3, 32, 32)
+    covered = torch.zeros(2, 1, 32, 32)
+    covered[:, :, 8:28, 6:26] = 1
+    truth[:, :, 8:14, 6:26] = 1.0  # 6 of the cover's 20 rows light: mean -0.4, median -1
+    truth[:, :, 0:4] = 0.7         # outside the cover
+
+    def fitted(weights):
+        level = torch.zeros(1, requires_grad=True)
+        optimiser = torch.optim.Adam([level], lr=0.02)
+        for _ in range(400):
+            optimiser.zero_grad()
+            fill = truth * (1 - covered) + level * covered
+            generator_loss(fill, covered.clone(), truth, covered, weights)[0].backward()
+            optimiser.step()
+        return float(level)
+
+    assert fitted(LossWeights(rec=0, ssim=0, mask=0, mse=2.0)) == pytest.approx(-0.4, abs=0.03)
+    assert fitted(LossWeights(rec=1.0, ssim=0, mask=0, hole=4.0)) == pytest.approx(-1.0, abs=0.05)
+    parts = generator_loss(truth + 0.5 * (1 - covered), covered.clone(), truth, covered, LossWeights(mse=2.0))[1]
+    assert parts["mse"] == pytest.approx(0.0, abs=1e-7)
+    wrong = truth + 0.2 * covered
+    assert generator_loss(wrong, covered.clone(), truth, covered, LossWeights(mse=2.0))[1]["mse"] == pytest.approx(0.04, abs=1e-6)
+    assert "mse" not in generator_loss(wrong, covered.clone(), truth, covered, LossWeights())[1]

@@ -150,6 +150,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + (f"{config['feature_match']}·(discriminator feature matching) + " if config.get('feature_match') else "")
         + (f"{config['colour']}·(L1 of the mean colour where covered) + " if config.get('colour') else "")
         + (f"{config['hole_mean']}·(L1 over each sample's covered pixels, samples alike) + " if config.get('hole_mean') else "")
+        + (f"{config['mse']}·(squared error where covered) + " if config.get('mse') else "")
         + f"{config['mask']}·(BCE + Tversky, misses weighted {config.get('recall', 0.5)}) on the mask; Adam lr "
         f"{config['lr']} (the loss weights and rates of the last stretch of training: a run resumed with "
         "`--resume` may change them, see the README); the exported weights are the EMA "
@@ -183,7 +184,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         f"--feature-match {config.get('feature_match', 0.0)} --printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)} "
         f"--degrade {config.get('degrade', 0.0)} --uncovered {config.get('uncovered', 0.0)} --recall {config.get('recall', 0.7)}"
         + (f" --colour {config['colour']}" if config.get('colour') else "")
-        + (f" --hole-mean {config['hole_mean']}" if config.get('hole_mean') else "") + "   # as its last stretch ran",
+        + (f" --hole-mean {config['hole_mean']}" if config.get('hole_mean') else "")
+        + (f" --mse {config['mse']}" if config.get('mse') else "") + "   # as its last stretch ran",
         *[f"# resumed at step {mean['step']} from the mean (deocc-train average) of the runs "
           + _seed_step_pairs(mean['averaged'])
           for mean in resumed_means],

@@ -57,6 +57,8 @@ class FitConfig:
                            "of ours and of the truth where covered (0: none)", 0.0)
     hole_mean: float = option(0.0, "weight of the L1 over each sample's own covered pixels, averaged over the covered "
                               "samples: a thin frame counts as much as a face mask (0: none)", 0.0)
+    mse: float = option(0.0, "weight of the squared error over the covered pixels, which PSNR scores (L1 and SSIM "
+                        "aim at the median guess of a hidden face, PSNR at the mean; 0: none)", 0.0)
     adv_start: int = option(4000, "step at which the discriminator joins", 0)
     ema: float = option(0.999, "decay of the generator's moving average (the weights shipped)", 0.0, 1.0)
     checkpoint_minutes: float = option(5.0, "minutes between checkpoints", 0.01)

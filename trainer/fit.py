@@ -96,7 +96,7 @@ def quiet_new_blocks(generator, weights: dict) -> None:
 
 
 LOG_COLUMNS = ["time", "step", "l1", "ssim", "mask", "adv", "d", "total", "samples_per_s", "eta_min",
-               "val_psnr", "val_hole_psnr", "val_iou", "detail", "fm", "colour", "hole_mean"]
+               "val_psnr", "val_hole_psnr", "val_iou", "detail", "fm", "colour", "hole_mean", "mse"]
 
 
 def _widen_log(path: Path) -> None:
@@ -206,7 +206,7 @@ class Trainer:
             self.g_train = DDP(self.generator, device_ids=ids)
             self.d_train = DDP(self.discriminator, device_ids=ids)
         self.weights = LossWeights(config.rec, config.ssim, config.adv, config.mask, config.hole, config.recall, config.detail,
-                                   config.feature_match, config.colour, config.hole_mean)
+                                   config.feature_match, config.colour, config.hole_mean, config.mse)
         self.amp = autocast_dtype(config, self.device)
 
     def _restore(self, state: dict):

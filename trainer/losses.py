@@ -45,6 +45,7 @@ class LossWeights:
     feature_match: float = 0.0  # weight of discriminator feature matching (0: none)
     colour: float = 0.0  # weight of the covered region's mean colour error (0: none)
     hole_mean: float = 0.0  # weight of the L1 over each sample's own covered pixels, samples alike (0: none)
+    mse: float = 0.0  # weight of the squared error over the covered pixels (0: none)
 
 
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
@@ -72,6 +73,8 @@ def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
     + λ_hole_mean·(the L1 over each sample's covered pixels, averaged over the covered samples:
     a thin glasses frame weighs as much as a face mask, as each scene does in the end-to-end
     evaluation, where the pixel-wise L1 leaves small covers to a few pixels' worth)
+    + λ_mse·(the squared error over the covered pixels: PSNR scores the mean guess of a hidden face,
+    where L1 and SSIM settle for the median)
     + λ_fm·(feature matching: the mean L1 between the discriminator's activations on ours and on
     the truth, layer by layer, as in pix2pixHD; the truth's are constants).
     Images in [-1, 1]; masks in [0, 1]."""
@@ -108,6 +111,10 @@ def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
         hole_mean = (per_sample * covered).sum() / covered.sum().clamp(min=1.0)
         total = total + weights.hole_mean * hole_mean
         parts["hole_mean"] = hole_mean.item()
+    if weights.mse > 0:
+        squared = (((restored - target) ** 2) * true_mask).sum() / (true_mask.sum() * restored.shape[1]).clamp(min=1.0)
+        total = total + weights.mse * squared
+        parts["mse"] = squared.item()
     if fake_features is not None and real_features is not None and weights.feature_match > 0:
         matching = sum((fake.float() - real.detach().float()).abs().mean()
                        for fake, real in zip(fake_features, real_features)) / len(fake_features)
