@@ -235,6 +235,37 @@ def test_what_the_mask_head_missed_of_a_cover_beside_it_comes_from_the_memory_to
             assert not face.occlusion[rim].any()
 
 
+def test_a_finger_the_mask_head_missed_is_taken_along_its_length(face_parts):
+    """A hand whose palm the mask head flagged and whose finger, reaching 30 px up over the cheek,
+    it did not (as a generator resumed for more steps did on the e2e's clip of a hand): beside the
+    palm only the finger's first pixels are within reach; grown along what differs from the
+    memory, the whole finger is taken for the cover and restored from the memory. A change as
+    far away that does not touch the cover (the brows) is not."""
+    palm, finger = (slice(96, 124), slice(30, 98)), (slice(66, 96), slice(40, 48))
+    brows = (slice(30, 38), slice(44, 84))
+    truth = warp_crop(face_parts[0], face_parts[2], 128).astype(np.float32) / 255
+    tip = (slice(66, 80), slice(40, 48))  # beyond rim_reach (10 px) of the palm
+    for grow in (0.3, 0.0):
+        stage = FaceMemoryStage(LiveSettings(), fade_frames=1, rim_grow=grow)
+        for index in range(4):
+            stage(_frame([_face(face_parts, False, new=index == 0)]))
+        face = _face(face_parts, False)
+        face.crop = face.crop.copy()
+        face.crop[palm] = face.crop[finger] = (90, 110, 150)
+        face.crop[brows] = (40, 40, 40)
+        face.occlusion[palm] = 1.0
+        stage(_frame([face]))
+        assert face.memory == 1.0
+        assert (face.occlusion[finger][-8:] > 0.99).all()  # the finger's root: within reach either way
+        assert not face.occlusion[brows].any()
+        if grow:
+            assert (face.occlusion[finger] > 0.99).mean() > 0.95
+            cover_colour = np.float32([90, 110, 150]) / 255  # the cheek (in this frame's light), not the finger
+            assert np.abs(face.restored[tip] - truth[tip]).mean() < 0.2 * np.abs(cover_colour - truth[tip]).mean()
+        else:
+            assert not face.occlusion[tip].any()
+
+
 def test_the_memory_is_registered_to_the_face_visible_around_the_cover(face_parts):
     """The head turned a little while covered (the picture squeezed 6% across and moved 3 px
     about the face), and the landmarks did not follow (MediaPipe re-guesses the mesh under a
