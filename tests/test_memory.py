@@ -73,10 +73,11 @@ def test_the_memory_brings_back_the_face_it_saw(covered_clip):
     assert all(f.faces and f.faces[0].memory == 1.0 for f in with_memory[last])
     assert not any(face.memory for f in without for face in f.faces)
     assert not any(face.memory for f in with_memory[:15] for face in f.faces)  # uncovered: nothing to do
-    # The switch fades in over a few frames, not at once.
+    # The cover arrives over a face seen uncovered the frame before: the memory takes over at
+    # once, with no frame of the generator's guess (fading in) in between.
     weights = [f.faces[0].memory for f in with_memory if f.faces]
-    steps = np.diff(weights)
-    assert steps.max() <= 0.2 + 1e-6 and sum(0 < w < 1 for w in weights) >= 3
+    first = next(i for i, w in enumerate(weights) if w > 0)
+    assert weights[first] == 1.0 and weights[first - 1] == 0.0
 
 
 def test_stills_have_no_memory(covered_clip):
@@ -123,17 +124,30 @@ def _frame(faces, still=False):
 
 
 def test_a_remembered_face_fills_the_cover_and_the_switch_turns_it_off(face_parts):
-    settings = LiveSettings()
-    stage = FaceMemoryStage(settings, fade_frames=5)
-    stage(_frame([_face(face_parts, False, new=True)]))
-    for _ in range(3):
-        stage(_frame([_face(face_parts, False)]))
-    weights = []
-    for _ in range(7):
-        face = _face(face_parts, True)
-        stage(_frame([face]))
-        weights.append(face.memory)
-    assert weights[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0]) and weights[-1] == 1.0
+    """Covered right after it was seen uncovered, the face comes from the memory at once (with
+    ``start_at_once`` off, it fades in over ``fade_frames``); uncovered again, it fades out."""
+    for at_once, expected in ((False, [0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0]), (True, [1.0] * 7)):
+        settings = LiveSettings()
+        stage = FaceMemoryStage(settings, fade_frames=5, start_at_once=at_once)
+        stage(_frame([_face(face_parts, False, new=True)]))
+        for _ in range(3):
+            stage(_frame([_face(face_parts, False)]))
+        weights = []
+        for _ in range(7):
+            face = _face(face_parts, True)
+            stage(_frame([face]))
+            weights.append(face.memory)
+        assert weights == pytest.approx(expected)
+    leaving = []
+    for _ in range(2):
+        uncovered = _face(face_parts, False)
+        stage(_frame([uncovered]))
+        leaving.append(uncovered.memory)
+    assert leaving == pytest.approx([0.8, 0.6])  # fading out
+    stage(_frame([_face(face_parts, False)]))
+    face = _face(face_parts, True)
+    stage(_frame([face]))
+    assert face.memory == 1.0  # covered again right after an uncovered frame: at once
     truth = warp_crop(face_parts[0], face_parts[2], 128)[80:120, 30:98].astype(np.float32) / 255
     assert np.abs(face.restored[80:120, 30:98] - truth).mean() < 0.03  # the face, not the generator's grey
     settings.set("face_memory", False)

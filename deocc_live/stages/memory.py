@@ -7,7 +7,8 @@ current landmarks (a similarity in aligned space), registered to the face visibl
 (an affine warp, by ECC), and fitted to the current light (a smooth per-channel
 gain read where the face is visible now), and it restores the face where it agrees with what is
 visible around the cover; the generator's face is used where it does not, and the switch between
-the two fades over a few frames. What a memory did not see is painted in from what it saw around
+the two fades over a few frames (a cover arriving over a face seen uncovered the frame before takes
+the memory at once). What a memory did not see is painted in from what it saw around
 it, and used near the edge of what it saw where the picture has changed since; deeper in, and
 under a cover held still since, the generator's face is used. Beside what the mask head took for
 covered, what differs from the memory is taken for the cover too (fingertips, a rim). Memories live
@@ -66,7 +67,7 @@ class FaceMemoryStage:
                  pose_limit: float = 0.035, mouth_limit: float = 0.12, talking: float = 0.04,
                  agreement: float = 0.07, keep_lost_ms: float = 1000.0, hole_reach: float = 0.2,
                  rim_level: float = 0.08, rim_reach: float = 0.08, rim_grow: float = 0.25,
-                 rim_grow_level: float = 0.12, register: bool = True,
+                 rim_grow_level: float = 0.12, start_at_once: bool = True, register: bool = True,
                  register_steps: int = 30):
         self.settings = settings or LiveSettings()
         self.slots = slots                      # memories per track
@@ -84,6 +85,7 @@ class FaceMemoryStage:
         self.rim_reach = rim_reach              # how far (crop widths) beside what the mask head took for covered that is looked for
         self.rim_grow = rim_grow                # how far (crop widths) from the cover a missed part found beside it is followed (0: off)
         self.rim_grow_level = rim_grow_level    # the difference from the memory (0-1) it is followed through
+        self.start_at_once = start_at_once      # no fade in when the face was uncovered the frame before
         self.register = register                # refine the memory's fit by image registration (see _registered)
         self.register_steps = register_steps    # its most iterations
         self._tracks: dict[int, _TrackMemory] = {}
@@ -171,6 +173,7 @@ class FaceMemoryStage:
         state.mouths.append(mouth)
         lower_covered = float(covered[lower].mean())
         target, recalled = 0.0, None
+        was_uncovered = state.note == "uncovered"  # the frame before
         if covered[face_region].mean() <= self.covered_level:
             state.note = "uncovered"
         elif not state.memories:
@@ -179,8 +182,13 @@ class FaceMemoryStage:
             recalled, state.note = self._recall(face, state, points, mouth, covered)
             target = 1.0 if recalled is not None else 0.0
         # Fade towards the target over a few frames; while fading out, the memory last used is
-        # fitted to this frame (no stale pose shows).
-        state.weight = float(np.clip(state.weight + np.clip(target - state.weight, -self.fade_step, self.fade_step), 0, 1))
+        # fitted to this frame (no stale pose shows). A cover arriving over a face seen uncovered
+        # the frame before takes the memory at once: it is the face the camera has just shown,
+        # and fading in would show the generator's guess for a few frames in between.
+        if target == 1.0 and was_uncovered and self.start_at_once:
+            state.weight = 1.0
+        else:
+            state.weight = float(np.clip(state.weight + np.clip(target - state.weight, -self.fade_step, self.fade_step), 0, 1))
         if recalled is not None:
             state.last, (lit, usable) = recalled
             if self.rim_level > 0:
