@@ -123,6 +123,14 @@ def _frame(faces, still=False):
     return Frame(image=np.zeros((4, 4, 3), np.uint8), index=0, time_ms=_CLOCK[0], faces=faces, still=still)
 
 
+def _remembering(face_parts, **options) -> FaceMemoryStage:
+    """A memory stage (``options`` passed on) that has seen the face uncovered for four frames."""
+    stage = FaceMemoryStage(LiveSettings(), **options)
+    for index in range(4):
+        stage(_frame([_face(face_parts, False, new=index == 0)]))
+    return stage
+
+
 def test_a_remembered_face_fills_the_cover_and_the_switch_turns_it_off(face_parts):
     """Covered right after it was seen uncovered, the face comes from the memory at once (with
     ``start_at_once`` off, it fades in over ``fade_frames``); uncovered again, it fades out."""
@@ -231,9 +239,7 @@ def test_what_the_mask_head_missed_of_a_cover_beside_it_comes_from_the_memory_to
     brows = (slice(30, 38), slice(44, 84))
     truth = warp_crop(face_parts[0], face_parts[2], 128).astype(np.float32) / 255
     for level in (0.08, 0.0):
-        stage = FaceMemoryStage(LiveSettings(), fade_frames=1, rim_level=level)
-        for index in range(4):
-            stage(_frame([_face(face_parts, False, new=index == 0)]))
+        stage = _remembering(face_parts, fade_frames=1, rim_level=level)
         face = _face(face_parts, False)
         face.crop = face.crop.copy()
         face.crop[cover] = (90, 110, 150)
@@ -260,9 +266,7 @@ def test_a_finger_the_mask_head_missed_is_taken_along_its_length(face_parts):
     truth = warp_crop(face_parts[0], face_parts[2], 128).astype(np.float32) / 255
     tip = (slice(66, 80), slice(40, 48))  # beyond rim_reach (10 px) of the palm
     for grow in (0.3, 0.0):
-        stage = FaceMemoryStage(LiveSettings(), fade_frames=1, rim_grow=grow)
-        for index in range(4):
-            stage(_frame([_face(face_parts, False, new=index == 0)]))
+        stage = _remembering(face_parts, fade_frames=1, rim_grow=grow)
         face = _face(face_parts, False)
         face.crop = face.crop.copy()
         face.crop[palm] = face.crop[finger] = (90, 110, 150)
@@ -293,9 +297,7 @@ def test_the_memory_is_registered_to_the_face_visible_around_the_cover(face_part
     cover, inside = (slice(80, 120), slice(30, 98)), (slice(84, 116), slice(34, 94))
     errors = {}
     for register in (True, False):
-        stage = FaceMemoryStage(LiveSettings(), fade_frames=1, register=register)
-        for index in range(4):
-            stage(_frame([_face(face_parts, False, new=index == 0)]))
+        stage = _remembering(face_parts, fade_frames=1, register=register)
         face = _face(face_parts, True)
         face.crop = warp_crop(turned, matrix, 128)
         face.crop[cover] = (90, 110, 150)
@@ -306,15 +308,11 @@ def test_the_memory_is_registered_to_the_face_visible_around_the_cover(face_part
 
 
 def test_talking_and_a_new_mouth_fall_back_to_the_generator(face_parts):
-    stage = FaceMemoryStage(LiveSettings())
-    for index in range(4):
-        stage(_frame([_face(face_parts, False, new=index == 0)]))
+    stage = _remembering(face_parts)
     face = _face(face_parts, True, mouth_open=0.2)  # the landmarks say the mouth is wide open now
     stage(_frame([face]))
     assert face.memory == 0 and stage.notes()[0].startswith("mouth")
-    talking = FaceMemoryStage(LiveSettings())
-    for index in range(4):
-        talking(_frame([_face(face_parts, False, new=index == 0)]))
+    talking = _remembering(face_parts)
     for index in range(10):  # opening and closing under the cover
         face = _face(face_parts, True, mouth_open=0.04 * (index % 2))
         talking(_frame([face]))
