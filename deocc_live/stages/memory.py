@@ -245,7 +245,7 @@ class FaceMemoryStage:
         more than ``rim_grow_level``: a hand whose palm the mask head took and whose fingers over
         the cheek it did not (a generator resumed for more steps, on the e2e's validation clip at
         seed 1) had its fingertips left in the picture, half seen through: 24.76 -> 31.80 dB
-        inside the hand (the shipped generator's 31.59 -> 32.95). Memory-eval's validation clips
+        inside the hand (session 14's generator: 31.59 -> 32.95). Memory-eval's validation clips
         score the same where covered (every clip within 0.05 dB); on the visible face beside the
         cover the output's squared error against the truth went 10.94 -> 13.03 (still), 13.44 ->
         14.26 (tilting), 10.37 -> 11.36 (coming closer), 2.97 (turning, the same), almost all in a
