@@ -135,11 +135,7 @@ def test_a_remembered_face_fills_the_cover_and_the_switch_turns_it_off(face_part
     """Covered right after it was seen uncovered, the face comes from the memory at once (with
     ``start_at_once`` off, it fades in over ``fade_frames``); uncovered again, it fades out."""
     for at_once, expected in ((False, [0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0]), (True, [1.0] * 7)):
-        settings = LiveSettings()
-        stage = FaceMemoryStage(settings, fade_frames=5, start_at_once=at_once)
-        stage(_frame([_face(face_parts, False, new=True)]))
-        for _ in range(3):
-            stage(_frame([_face(face_parts, False)]))
+        stage = _remembering(face_parts, fade_frames=5, start_at_once=at_once)
         weights = []
         for _ in range(7):
             face = _face(face_parts, True)
@@ -158,7 +154,7 @@ def test_a_remembered_face_fills_the_cover_and_the_switch_turns_it_off(face_part
     assert face.memory == 1.0  # covered again right after an uncovered frame: at once
     truth = warp_crop(face_parts[0], face_parts[2], 128)[80:120, 30:98].astype(np.float32) / 255
     assert np.abs(face.restored[80:120, 30:98] - truth).mean() < 0.03  # the face, not the generator's grey
-    settings.set("face_memory", False)
+    stage.settings.set("face_memory", False)
     face = _face(face_parts, True)
     stage(_frame([face]))
     assert face.memory == 0 and np.all(face.restored == 0.5) and not stage.notes()  # off: forgotten
