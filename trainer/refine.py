@@ -94,14 +94,18 @@ def _engine(config: RefineConfig, state: dict):
 
     engine = open_engine(config.engine, threads=config.threads)
     training = engine.spec.metadata.get("training", {})
+    problem = None
     if engine.spec.crop_size != int(state["model"]["size"]):
-        raise ValueError(f"{config.engine} takes {engine.spec.crop_size} px crops; {config.ckpt} makes "
-                         f"{state['model']['size']} px")
-    if training.get("refiner"):
-        raise ValueError(f"{config.engine} already has a refiner: give the generator's own export")
-    if training.get("steps") != state["step"]:
-        raise ValueError(f"{config.engine} is not {config.ckpt}'s generator (trained {training.get('steps')} "
-                         f"steps, the checkpoint {state['step']}): export and quantise the checkpoint first")
+        problem = (f"{config.engine} takes {engine.spec.crop_size} px crops; {config.ckpt} makes "
+                   f"{state['model']['size']} px")
+    elif training.get("refiner"):
+        problem = f"{config.engine} already has a refiner: give the generator's own export"
+    elif training.get("steps") != state["step"]:
+        problem = (f"{config.engine} is not {config.ckpt}'s generator (trained {training.get('steps')} "
+                   f"steps, the checkpoint {state['step']}): export and quantise the checkpoint first")
+    if problem:
+        engine.close()
+        raise ValueError(problem)
     return engine
 
 
@@ -119,13 +123,21 @@ def _model(state: dict, config: RefineConfig) -> Refined:
 
 
 def run(config: RefineConfig) -> dict:
-    from trainer import misalign
-    from trainer.occluders import OccluderBank
-
     if config.threads:
         torch.set_num_threads(config.threads)
     state = checkpoint.load(config.ckpt)
     engine = _engine(config, state) if config.engine else None  # checked before the data is loaded
+    try:
+        return _train(config, state, engine)
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+def _train(config: RefineConfig, state: dict, engine) -> dict:
+    from trainer import misalign
+    from trainer.occluders import OccluderBank
+
     trained = state.get("config", {})
     occluders = config.occluders or occluders_from_summary(config.data)
     if not occluders or not Path(occluders).is_dir():
@@ -193,8 +205,6 @@ def run(config: RefineConfig) -> dict:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if engine is not None:
-            engine.close()
     refiner.eval()
     after = covered_psnr(refiner, *val)
     save(step >= config.steps)
