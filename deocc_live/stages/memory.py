@@ -54,6 +54,7 @@ class _TrackMemory:
     last: Memory | None = None  # the memory last used (a fade-out fits it to the current frame)
     mouths: deque = field(default_factory=lambda: deque(maxlen=15))  # recent mouth openings
     note: str = ""          # why the memory is or is not used now
+    uncovered: bool = False  # the face was seen uncovered in the last frame stepped
     centre: np.ndarray | None = None
     last_seen: float = 0.0  # ms
 
@@ -173,8 +174,9 @@ class FaceMemoryStage:
         state.mouths.append(mouth)
         lower_covered = float(covered[lower].mean())
         target, recalled = 0.0, None
-        was_uncovered = state.note == "uncovered"  # the frame before
-        if covered[face_region].mean() <= self.covered_level:
+        was_uncovered = state.uncovered  # the frame before
+        state.uncovered = bool(covered[face_region].mean() <= self.covered_level)
+        if state.uncovered:
             state.note = "uncovered"
         elif not state.memories:
             state.note = "nothing remembered"
