@@ -220,3 +220,35 @@ def test_the_fill_takes_the_colour_of_the_skin_beside_it_not_of_the_whole_face()
     face.crop = np.clip(np.broadcast_to(far, crop.shape) + rng.normal(0, 3, crop.shape), 0, 255).astype(np.uint8)
     toward_far = lab(BlendStage(LiveSettings())._colour_matched(face))
     assert np.linalg.norm(toward_far - colour(far)) < np.linalg.norm(before - colour(far)) - 5
+
+
+def test_a_black_and_white_picture_gets_a_black_and_white_fill():
+    """In a monochrome picture (grey, or one tint all over: an infrared webcam, an old photo) the
+    fill takes the picture's tint, whatever colour the generator painted; in a colour picture the
+    tint is not asked for and the fill keeps its colours."""
+    from deocc_live.stages.blend import picture_tint
+
+    rng = np.random.default_rng(9)
+    grey = np.repeat(rng.integers(0, 256, (360, 640, 1), dtype=np.uint8), 3, axis=2)
+    lightness = cv2.GaussianBlur(rng.uniform(20, 90, (360, 640)).astype(np.float32), (0, 0), 3)
+    tinted = np.dstack([lightness, np.full_like(lightness, 3.0), np.full_like(lightness, 12.0)])  # L, a, b
+    sepia = np.clip(cv2.cvtColor(tinted, cv2.COLOR_LAB2BGR) * 255 + 0.5, 0, 255).astype(np.uint8)
+    colour = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    assert picture_tint(colour) is None
+    assert np.abs(picture_tint(grey)).max() < 0.5
+    lab = lambda picture: cv2.cvtColor(picture.astype(np.float32) / 255, cv2.COLOR_BGR2LAB)
+    sepia_ab = lab(sepia)[..., 1:].reshape(-1, 2).mean(axis=0)
+    assert np.abs(picture_tint(sepia) - sepia_ab).max() < 0.5 and sepia_ab.max() > 4
+    for picture in (grey, sepia, colour):
+        face = _face(rng, (320, 180), 2.0, 0.0, specks=False)  # a colourful (random) fill
+        face.crop = cv2.warpAffine(picture, face.matrix, (SIZE, SIZE))
+        frame = BlendStage(LiveSettings(grain=0.0))(Frame(image=picture.copy(), index=0, time_ms=0.0, faces=[face]))
+        covered = cv2.warpAffine(face.occlusion, face.inverse, (640, 360)) > 0.99
+        ab = lab(frame.output)[..., 1:][covered]
+        if picture is colour:
+            assert ab.std(axis=0).min() > 10  # its own colours, not one tint
+        else:
+            # One tint, the picture's (8-bit rounding and the gamut's edge, at the darkest and
+            # lightest of the random fill, move a few pixels by more).
+            tint = lab(picture)[..., 1:].reshape(-1, 2).mean(axis=0)
+            assert np.abs(np.median(ab, axis=0) - tint).max() < 1 and ab.std(axis=0).max() < 2

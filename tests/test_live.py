@@ -87,6 +87,21 @@ def test_image_in_image_out(generator_onnx, tmp_path):
     assert difference[border].max() == 0  # PNG: untouched pixels are exactly the camera's
 
 
+def test_a_black_and_white_photo_comes_out_black_and_white(generator_onnx, tmp_path):
+    """A covered face in a black-and-white photo is restored in black and white: the generator,
+    trained on colour faces, would paint it in colour."""
+    _clean, occluded, mask, _box = occluded_frame(face_files(2)[1], (800, 600))
+    source = tmp_path / "photo.png"
+    cv2.imwrite(str(source), cv2.cvtColor(occluded, cv2.COLOR_BGR2GRAY))
+    out = tmp_path / "restored.png"
+    result = deocc("--input", source, "--output", out, "--engine", generator_onnx)
+    assert result.returncode == 0, result.stderr[-2000:]
+    restored = cv2.imread(str(out))
+    grey = cv2.cvtColor(cv2.cvtColor(occluded, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    assert np.abs(restored.astype(int) - grey.astype(int)).mean(axis=2)[mask].mean() > 8.0  # restored
+    assert np.ptp(restored.astype(int), axis=2).max() <= 2  # and nowhere a colour
+
+
 def test_folder_in_folder_out_lists_bad_files(generator_onnx, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()

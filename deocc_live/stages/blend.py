@@ -15,6 +15,9 @@ MASK_FLOOR = 0.04  # occlusion below this counts as "not covered": those pixels 
 COLOUR_PULL = np.array([0.3, 0.8, 0.8], np.float32)  # L, a, b: how far the fill moves to the colour of the skin beside it
 COLOUR_RING = 0.03  # crop widths: the visible face this close to the filled part gives the colour pulled to
 COLOUR_RING_LEAST = 30  # crop pixels: a thinner ring than this gives way to the whole visible face
+MONO_SPREAD = 2.0  # Lab units: a picture whose a and b vary less than this (standard deviation) is monochrome
+MONO_READ = 320    # pixels: the picture is read at most about this wide to tell
+MONO_EVERY = 30    # frames of a stream between two looks
 
 
 GRAIN_SCALE = 0.7  # pixels: what a Gaussian of this width leaves is grain (finer than any shape of a face)
@@ -41,6 +44,19 @@ def grain_tile(seed: int = 0) -> np.ndarray:
     return residue / residue.std()
 
 
+def picture_tint(image: np.ndarray) -> np.ndarray | None:
+    """The (a, b) Lab tint of a monochrome picture (an infrared webcam, a black-and-white or sepia
+    photo), or None for a colour one. Of the 2,109 real masked photos, the 16 monochrome ones vary
+    by 0.02 to 1.85 in a or b (standard deviation over the picture), the least colourful colour
+    one by 2.36; the e2e's colour frames by far more."""
+    step = max(1, image.shape[1] // MONO_READ)
+    lab = cv2.cvtColor(image[::step, ::step].astype(np.float32) * np.float32(1 / 255), cv2.COLOR_BGR2LAB)
+    mean, spread = cv2.meanStdDev(lab)
+    if float(spread[1:].max()) >= MONO_SPREAD:
+        return None
+    return mean[1:, 0].astype(np.float32)
+
+
 def edge_fade(size: int, width: float = 0.06) -> np.ndarray:
     """1 inside the crop, falling to 0 at its edges, so no seam shows where the crop ends."""
     ramp = np.clip(np.minimum(np.arange(size), np.arange(size)[::-1]) / max(width * size, 1.0), 0, 1)
@@ -58,6 +74,7 @@ class BlendStage:
         self._fade: dict[int, np.ndarray] = {}
         self._grain_tile = grain_tile()
         self._grain_levels: dict[int, tuple[int, float]] = {}  # track id -> (frame index, grain level)
+        self._tint: tuple[int, np.ndarray | None] | None = None  # a stream's (frame index, picture_tint)
 
     def mask_for(self, occlusion: np.ndarray) -> np.ndarray:
         size = occlusion.shape[0]
@@ -81,8 +98,9 @@ class BlendStage:
         go to ``frame.before``): the whole frame is never copied or read."""
         if enabled:
             faces = [face for face in frame.faces if face.restored is not None and face.inverse is not None]
+            tint = self._picture_tint(frame) if faces and self.colour_match else None
             # Every face is read (its colour, its grain) before any is painted: faces may overlap.
-            for painted in [self._prepare(frame, face) for face in faces]:
+            for painted in [self._prepare(frame, face, tint) for face in faces]:
                 self._paint(frame, *painted)
             if not frame.still:  # tracks that ended are forgotten
                 present = {face.track_id for face in faces}
@@ -90,7 +108,15 @@ class BlendStage:
         frame.output = frame.image
         return frame
 
-    def _colour_matched(self, face) -> np.ndarray:
+    def _picture_tint(self, frame: Frame) -> np.ndarray | None:
+        """``picture_tint`` of the frame; a stream's looked at again every MONO_EVERY frames."""
+        if frame.still:
+            return picture_tint(frame.image)
+        if self._tint is None or not 0 <= frame.index - self._tint[0] < MONO_EVERY:
+            self._tint = (frame.index, picture_tint(frame.image))
+        return self._tint[1]
+
+    def _colour_matched(self, face, tint: np.ndarray | None = None) -> np.ndarray:
         """The restored crop with what it filled in moved toward the colour of the face next to it:
         the mean Lab colour of the filled part (predicted covered) toward that of the visible face
         (not covered) within ``COLOUR_RING`` of the filled part, both read inside the face's
@@ -106,35 +132,48 @@ class BlendStage:
         19.09 to 19.28 dB (a ring of 2 to 8 crop pixels: 6.38-6.60 Lab, 19.25-19.29 dB), and
         with a and b pulled 0.8 of the way instead of 0.6, to 6.25 Lab (1.0: 6.26; L pulled 0.15
         or 0.5 instead of 0.3: 19.26 and 19.23 dB). A face restored from the face memory is not
-        pulled (in proportion to the memory's share)."""
+        pulled (in proportion to the memory's share).
+
+        In a monochrome picture (``tint``: its a and b) the fill takes the picture's tint: the
+        generator, trained on colour faces, paints a black-and-white face's lower half in colour."""
         restored = face.restored
         if not self.colour_match or face.crop is None or face.matrix is None:
             return restored
-        size = restored.shape[0]
+        restored_lab = cv2.cvtColor(np.ascontiguousarray(restored, dtype=np.float32), cv2.COLOR_BGR2LAB)
+        pulled = self._pull_colour(face, restored_lab)
+        if tint is not None:
+            restored_lab[..., 1:] = tint
+        elif not pulled:
+            return restored
+        return np.clip(cv2.cvtColor(restored_lab, cv2.COLOR_LAB2BGR), 0, 1)
+
+    def _pull_colour(self, face, restored_lab: np.ndarray) -> bool:
+        """``restored_lab`` moved toward the colour of the skin beside the fill, in place (see
+        ``_colour_matched``); False where the face shows too little to tell."""
+        size = restored_lab.shape[0]
         inside = face_outline_region(face.landmarks, (size, size), face.matrix)
         occlusion = face.occlusion
         visible = inside & (occlusion < 0.2)
         filled = inside & (occlusion > 0.5)
         if cv2.countNonZero(visible) < 0.05 * size * size or cv2.countNonZero(filled) < 16:
-            return restored
+            return False
         reach = max(int(round(COLOUR_RING * size)), 1)
         near = cv2.dilate(filled, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
         ring = visible & near
         beside = ring if cv2.countNonZero(ring) >= COLOUR_RING_LEAST else visible
         crop_lab = cv2.cvtColor(face.crop.astype(np.float32) * (1 / 255), cv2.COLOR_BGR2LAB)
-        restored_lab = cv2.cvtColor(np.ascontiguousarray(restored, dtype=np.float32), cv2.COLOR_BGR2LAB)
         shift = (np.array(cv2.mean(crop_lab, beside)[:3], np.float32)
                  - np.array(cv2.mean(restored_lab, filled)[:3], np.float32)) * COLOUR_PULL
         shift *= 1.0 - face.memory  # a remembered face is this face's own colour, lips and all
         # Only the face: a hand reaching past the jaw fills neck and background, which keep theirs.
         weight = occlusion * cv2.GaussianBlur(inside.astype(np.float32), (0, 0), 0.03 * size)
-        corrected = cv2.cvtColor(restored_lab + weight[..., None] * shift, cv2.COLOR_LAB2BGR)
-        return np.clip(corrected, 0, 1)
+        restored_lab += weight[..., None] * shift
+        return True
 
-    def _prepare(self, frame: Frame, face):
+    def _prepare(self, frame: Frame, face, tint: np.ndarray | None = None):
         """(face, colour8, alpha8, grain): what painting the face takes, read from the camera's frame."""
         mask = self.mask_for(face.occlusion)
-        restored = self._colour_matched(face)
+        restored = self._colour_matched(face, tint)
         if self.settings.show_mask:
             restored = restored * 0.5 + np.array([0, 0, 0.5], np.float32)
             mask = np.maximum(mask, (mask > 0.01) * np.float32(0.5))
