@@ -108,6 +108,11 @@ def test_pictures_as_a_camera_gives_them():
     assert e2e.as_camera_gives_it(picture, 0) is picture
     changes = [np.abs(e2e.as_camera_gives_it(picture, q).astype(int) - picture).mean() for q in (90, 50, 20)]
     assert 0 < changes[0] < changes[1] < changes[2] < 12
+    # --mono: as a monochrome camera sees them, the light kept and no colour left.
+    assert e2e.in_black_and_white(picture, False) is picture
+    grey = e2e.in_black_and_white(picture, True)
+    assert grey.shape == picture.shape and np.ptp(grey.astype(int), axis=2).max() == 0 and np.ptp(picture.astype(int), axis=2).max() > 20
+    assert np.array_equal(grey[..., 0], cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY))
 
 
 def test_end_to_end_refuses_a_bad_size(tmp_path, generator_onnx):

@@ -84,6 +84,8 @@ class FitConfig:
     uncovered: float = option(0.0, "share of samples with no cover at all (the input is the truth, the mask empty): "
                               "the mask head learns that an uncovered face, its hair and what is beside it are "
                               "not a cover (0: none)", 0.0, 0.5)
+    mono: float = option(0.0, "share of samples in black and white, input and truth, as an infrared webcam or a "
+                         "black-and-white photo gives them (0: none)", 0.0, 1.0)
     echo: int = option(1, "train on each drawn batch this many steps in a row, mirrored on every other one: for a "
                        "GPU faster than its loader processes (1: every step its own batch)", 1, 16)
     data_bench: int = option(0, "only time the data path: load this many batches as training would (the same "
@@ -147,6 +149,8 @@ class EndToEndConfig:
     seed: int = option(0, "seed of faces, placements and occluders", 0)
     jpeg: int = option(0, "pictures and clip frames as a camera's codec leaves them: JPEG at this quality before the "
                        "app sees them, the truth as drawn (0: as drawn)", 0, 100)
+    mono: bool = option(False, "pictures, clip frames and their truth in black and white, as an infrared webcam or a "
+                        "black-and-white photo gives them")
     landmarker: str | None = option(None, "MediaPipe face_landmarker.task (default: $DEOCC_MODEL_DIR or the user cache)")
 
 

@@ -265,6 +265,11 @@ def as_camera_gives_it(picture: np.ndarray, quality: int) -> np.ndarray:
     return jpeg_round_trip(picture, quality) if quality else picture
 
 
+def in_black_and_white(picture: np.ndarray, mono: bool) -> np.ndarray:
+    """The picture in grey (still three channels), as a monochrome camera sees it; or as it is."""
+    return cv2.cvtColor(cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR) if mono else picture
+
+
 def composite(picture: np.ndarray, layer: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``layer`` over ``picture`` where ``alpha`` (H, W, 0-1) says, as uint8."""
     out = picture.astype(np.float32) * (1 - alpha[..., None]) + layer.astype(np.float32) * alpha[..., None]
@@ -443,10 +448,11 @@ def score_scene(scene: Scene, frame, blend, inpainted: np.ndarray | None = None)
 
 
 def evaluate_scenes(faces_root, occluders, engine, landmarker, per_kind: int, size, seed: int, split: str = "test",
-                    examples: int = 2, jpeg: int = 0):
+                    examples: int = 2, jpeg: int = 0, mono: bool = False):
     scenes = build_scenes(faces_root, occluders, landmarker, per_kind, size, seed, split)
-    for scene in scenes:  # the same scenes (placed on the clean face), as the camera's codec leaves them
-        scene.frame = as_camera_gives_it(scene.frame, jpeg)
+    for scene in scenes:  # the same scenes (placed on the clean face), as the camera and its codec leave them
+        scene.frame = as_camera_gives_it(in_black_and_white(scene.frame, mono), jpeg)
+        scene.truth = in_black_and_white(scene.truth, mono)
     frames, blend = run_app([s.frame for s in scenes], engine, landmarker, still=True)
     rows, tiles = [], {}
     for scene, frame in progress(list(zip(scenes, frames)), desc="e2e"):
@@ -460,7 +466,7 @@ def evaluate_scenes(faces_root, occluders, engine, landmarker, per_kind: int, si
 
 
 def evaluate_clip(faces_root, occluders, engine, landmarker, size, seed: int, split: str = "test", length: int = 60,
-                  jpeg: int = 0):
+                  jpeg: int = 0, mono: bool = False):
     """A held-out hand rises over a still test face, stays, and leaves: the app in stream mode."""
     from deocc_live.landmarks import FaceLandmarks
 
@@ -476,6 +482,7 @@ def evaluate_clip(faces_root, occluders, engine, landmarker, size, seed: int, sp
             raise RuntimeError(f"no {split}-split face was found for the clip")
     landmarks = found[0]
     face = face_region(landmarks, truth.shape)
+    truth = in_black_and_white(truth, mono)
     (rgb, alpha), = [_hand(bank, landmarks, truth.shape, np.random.default_rng(seed + 2))]
     rise, stay = length // 3, length // 3
     frames, alphas = [], []
@@ -492,7 +499,7 @@ def evaluate_clip(faces_root, occluders, engine, landmarker, size, seed: int, sp
         shift = np.float32([[1, 0, 0], [0, 1, lift * 0.8 * height]])
         moved_rgb = cv2.warpAffine(rgb, shift, (truth.shape[1], height))
         moved_alpha = cv2.warpAffine(alpha.astype(np.float32), shift, (truth.shape[1], height))
-        frames.append(as_camera_gives_it(composite(truth, moved_rgb, moved_alpha), jpeg))
+        frames.append(as_camera_gives_it(in_black_and_white(composite(truth, moved_rgb, moved_alpha), mono), jpeg))
         alphas.append(moved_alpha)
     outputs, _blend = run_app(frames, engine, landmarker, still=False)
     per_frame = []
@@ -593,6 +600,8 @@ def markdown(report: dict) -> str:
     if report.get("jpeg"):
         lines.append(f"Pictures and clip frames as JPEG at quality {report['jpeg']} (a camera's codec) before the app "
                      "and Telea see them; the truth as drawn.")
+    if report.get("mono"):
+        lines.append("Pictures, clip frames and their truth in black and white (a monochrome camera); the real photos as they are.")
     return "\n".join(lines)
 
 
@@ -611,9 +620,9 @@ def run(config) -> dict:
     engine = open_engine(config.model)
     try:
         rows, tiles = evaluate_scenes(data / "faces", data / "occluders", engine, landmarker, config.per_kind, size,
-                                      config.seed, config.split, jpeg=config.jpeg)
+                                      config.seed, config.split, jpeg=config.jpeg, mono=config.mono)
         clip = evaluate_clip(data / "faces", data / "occluders", engine, landmarker, size, config.seed, config.split,
-                             jpeg=config.jpeg)
+                             jpeg=config.jpeg, mono=config.mono)
         real, real_panel = evaluate_real(data / "occluded_real", engine, landmarker, config.real, config.seed)
     finally:
         engine.close()
@@ -621,7 +630,7 @@ def run(config) -> dict:
 
     finder = find_asset(FINDER)  # the app's pipeline loads it where it is installed
     report = {"model": str(config.model), "data": str(data), "split": config.split, "frame_size": list(size),
-              "seed": config.seed, "jpeg": config.jpeg, "finder": str(finder) if finder else None,
+              "seed": config.seed, "jpeg": config.jpeg, "mono": config.mono, "finder": str(finder) if finder else None,
               "kinds": {kind: _summary([r for r in rows if r["kind"] == kind]) for kind in KINDS},
               "held_out": _summary([r for r in rows if r["held_out"]]),
               "seen": _summary([r for r in rows if not r["held_out"]]),
