@@ -684,6 +684,26 @@ def test_uncovered_samples_show_the_truth_with_an_empty_mask(tiny_pairs):
     assert 2 <= shown <= 10
 
 
+def test_mono_samples_are_black_and_white_input_and_truth_alike(tiny_pairs):
+    """--mono: a share of samples in black and white, the covered input and its truth alike (the
+    same draw otherwise); off, the samples are what they were."""
+    from trainer.data import PairDataset
+
+    plain = PairDataset(tiny_pairs, "train", augment=True)
+    off = PairDataset(tiny_pairs, "train", augment=True, mono=0.0)
+    grey = PairDataset(tiny_pairs, "train", augment=True, mono=1.0)
+    half = PairDataset(tiny_pairs, "train", augment=True, mono=0.5)
+    colourless = lambda picture: np.ptp(picture.astype(int), axis=2).max() == 0
+    shown = 0
+    for seed in range(12):
+        assert all(np.array_equal(x, y) for x, y in zip(plain.load(0, seed), off.load(0, seed)))
+        occluded, clean, mask = grey.load(0, seed)
+        assert colourless(occluded) and colourless(clean) and mask.any()
+        assert not colourless(plain.load(0, seed)[1])  # the same face in colour
+        shown += colourless(half.load(0, seed)[1])
+    assert 2 <= shown <= 10
+
+
 def test_a_body_drawn_in_its_box_is_the_body_drawn_on_the_whole_canvas():
     """Procedural occluders (microphones, cups, phones, hands) are drawn on a canvas 4x the crop;
     their rectangles are warped and blended only in the box they land in. That box must hold all

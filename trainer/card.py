@@ -124,6 +124,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
            "noise, JPEG)" if config.get('degrade') else "")
         + (f"; {config['uncovered']:.0%} of the samples without any cover (`--uncovered`: the input is the truth, "
            "the mask empty)" if config.get('uncovered') else "")
+        + (f"; {config['mono']:.0%} of the samples in black and white (`--mono`: input and truth, as an infrared "
+           "webcam or a black-and-white photo gives them)" if config.get('mono') else "")
         + ".",
         "",
         "## Training",
@@ -185,7 +187,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         f"--degrade {config.get('degrade', 0.0)} --uncovered {config.get('uncovered', 0.0)} --recall {config.get('recall', 0.7)}"
         + (f" --colour {config['colour']}" if config.get('colour') else "")
         + (f" --hole-mean {config['hole_mean']}" if config.get('hole_mean') else "")
-        + (f" --mse {config['mse']}" if config.get('mse') else "") + "   # as its last stretch ran",
+        + (f" --mse {config['mse']}" if config.get('mse') else "")
+        + (f" --mono {config['mono']}" if config.get('mono') else "") + "   # as its last stretch ran",
         *[f"# resumed at step {mean['step']} from the mean (deocc-train average) of the runs "
           + _seed_step_pairs(mean['averaged'])
           for mean in resumed_means],

@@ -61,6 +61,11 @@ def softened(image: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
+def grey(image: np.ndarray) -> np.ndarray:
+    """The picture in black and white, still three channels."""
+    return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+
+
 def compressed(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The covered picture as JPEG at quality 30 to 85 (web photos, video calls' streams)."""
     return jpeg_round_trip(image, int(rng.integers(30, 86)))
@@ -85,7 +90,7 @@ class PairDataset(Dataset):
 
     def __init__(self, root, split: str, size: int | None = None, bank=None, augment: bool = False,
                  misalign: list[dict] | None = None, crop_jitter: float = 0.0, degrade: float = 0.0,
-                 uncovered: float = 0.0):
+                 uncovered: float = 0.0, mono: float = 0.0):
         packed = is_pack(root)
         self.pairs = list_packed(root, split) if packed else list_pairs(root, split)
         if not self.pairs:
@@ -102,6 +107,7 @@ class PairDataset(Dataset):
         self.crop_jitter = crop_jitter  # further crop errors, drawn (see jittered)
         self.degrade = degrade  # share of samples softened and compressed as real footage is
         self.uncovered = uncovered  # share of samples shown with no cover (input = truth, empty mask)
+        self.mono = mono  # share of samples in black and white (input and truth)
         self.unreadable: set[str] = set()
 
     @property
@@ -133,6 +139,9 @@ class PairDataset(Dataset):
         # Asked only when it is on (as below): with none, the draws that follow are what they were.
         if self.augment and self.uncovered > 0 and rng.random() < self.uncovered:
             occluded, mask = clean.copy(), np.zeros_like(mask)
+        # Asked only when it is on: with none, the draws that follow are what they were.
+        if self.augment and self.mono > 0 and rng.random() < self.mono:
+            occluded, clean = grey(occluded), grey(clean)
         # Asked only when degrading is on: with none, the draws that follow are what they were.
         if self.augment and self.degrade > 0 and rng.random() < self.degrade:
             seed = int(rng.integers(2**32))

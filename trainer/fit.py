@@ -149,7 +149,8 @@ class Trainer:
 
         self.train_set = PairDataset(config.data, "train", config.size or None, bank=bank, augment=True,
                                      misalign=misalign.load(config.misalign), crop_jitter=config.crop_jitter,
-                                     degrade=config.degrade, uncovered=config.uncovered)
+                                     degrade=config.degrade, uncovered=config.uncovered,
+                                     mono=config.mono)
         self.size = self.train_set.size
         self.val_set = validation_set(config.data, self.size)
         torch.manual_seed(config.seed)

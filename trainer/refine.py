@@ -146,7 +146,7 @@ def _train(config: RefineConfig, state: dict, engine) -> dict:
     train_set = PairDataset(config.data, "train", int(state["model"]["size"]), bank=bank, augment=True,
                             misalign=misalign.load(trained.get("misalign", "auto")),
                             crop_jitter=trained.get("crop_jitter", 0.0), degrade=trained.get("degrade", 0.0),
-                            uncovered=trained.get("uncovered", 0.0))
+                            uncovered=trained.get("uncovered", 0.0), mono=trained.get("mono", 0.0))
     if not train_set.online:
         raise ValueError(f"{config.data} has no landmarks for online occlusion")
     torch.manual_seed(config.seed)
