@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Sampler
 
 from trainer.misalign import error_matrix
 from trainer.pack import is_pack, list_packed
-from trainer.pairs import jpeg_round_trip, list_pairs
+from trainer.pairs import grey, jpeg_round_trip, list_pairs
 
 
 def to_tensor(image_bgr: np.ndarray) -> torch.Tensor:
@@ -59,11 +59,6 @@ def softened(image: np.ndarray, seed: int) -> np.ndarray:
         noise = rng.normal(0.0, rng.uniform(2.0, 8.0), out.shape).astype(np.float32)
         out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
     return out
-
-
-def grey(image: np.ndarray) -> np.ndarray:
-    """The picture in black and white, still three channels."""
-    return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
 
 
 def compressed(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -27,7 +27,7 @@ from deocc_live.landmarks import face_outline_region
 from trainer.metrics import image_metrics, psnr_from_mse
 from trainer.occluders import (CHIN, EYE_OUTER, MOUTH, NOSE_TIP, OccluderBank, _jitter_colour, _place,
                                 _read_rgba, _recolour, _trim, held_out)
-from trainer.pairs import IMAGE_SUFFIXES, jpeg_round_trip, split_of
+from trainer.pairs import IMAGE_SUFFIXES, grey, jpeg_round_trip, split_of
 from engines.atomic import atomic_write_bytes
 from trainer.util import progress
 
@@ -267,7 +267,7 @@ def as_camera_gives_it(picture: np.ndarray, quality: int) -> np.ndarray:
 
 def in_black_and_white(picture: np.ndarray, mono: bool) -> np.ndarray:
     """The picture in grey (still three channels), as a monochrome camera sees it; or as it is."""
-    return cv2.cvtColor(cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR) if mono else picture
+    return grey(picture) if mono else picture
 
 
 def composite(picture: np.ndarray, layer: np.ndarray, alpha: np.ndarray) -> np.ndarray:

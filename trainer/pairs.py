@@ -95,6 +95,11 @@ def read_image(path: Path, size: int | None = None) -> np.ndarray | None:
     return sized(image, size)
 
 
+def grey(image: np.ndarray) -> np.ndarray:
+    """The picture in black and white, still three channels."""
+    return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+
+
 def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
     """A BGR picture through JPEG at ``quality`` and back, as a camera's or a website's codec
     leaves it (the picture itself where encoding fails)."""

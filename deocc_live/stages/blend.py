@@ -46,7 +46,7 @@ def grain_tile(seed: int = 0) -> np.ndarray:
 
 def picture_tint(image: np.ndarray) -> np.ndarray | None:
     """The (a, b) Lab tint of a monochrome picture (an infrared webcam, a black-and-white or sepia
-    photo), or None for a colour one. Of the 2,109 real masked photos, the 16 monochrome ones vary
+    photo), or None for a colour one. Of the 2,109 real masked photos, the 17 monochrome ones vary
     by 0.02 to 1.85 in a or b (standard deviation over the picture), the least colourful colour
     one by 2.36; the e2e's colour frames by far more."""
     step = max(1, image.shape[1] // MONO_READ)
@@ -95,7 +95,8 @@ class BlendStage:
 
     def __call__(self, frame: Frame, enabled: bool = True) -> Frame:
         """Paints each face's covered part into ``frame.image`` in place (the pixels it replaces
-        go to ``frame.before``): the whole frame is never copied or read."""
+        go to ``frame.before``): the whole frame is never copied, and read only for its tint
+        (``picture_tint``: every 16th pixel or so at 720p, every MONO_EVERY frames of a stream)."""
         if enabled:
             faces = [face for face in frame.faces if face.restored is not None and face.inverse is not None]
             tint = self._picture_tint(frame) if faces and self.colour_match else None
