@@ -113,7 +113,7 @@ class BlendStage:
         """``picture_tint`` of the frame; a stream's looked at again every MONO_EVERY frames."""
         if frame.still:
             return picture_tint(frame.image)
-        if self._tint is None or not 0 <= frame.index - self._tint[0] < MONO_EVERY:
+        if not _fresh(self._tint, frame.index, MONO_EVERY):
             self._tint = (frame.index, picture_tint(frame.image))
         return self._tint[1]
 
@@ -185,7 +185,7 @@ class BlendStage:
             # A stream's face is measured again every GRAIN_EVERY frames (its light and the
             # camera's noise change slowly); a still on its own.
             cached = None if frame.still else self._grain_levels.get(face.track_id)
-            if cached is None or not 0 <= frame.index - cached[0] < GRAIN_EVERY:
+            if not _fresh(cached, frame.index, GRAIN_EVERY):
                 cached = (frame.index, self._grain(frame.image, face, colour8, alpha8))
                 if not frame.still:
                     self._grain_levels[face.track_id] = cached
@@ -247,6 +247,12 @@ class BlendStage:
         # stays exactly as it was.
         painted = cv2.multiply(colour, alpha, scale=1 / 255)
         region[...] = cv2.add(painted, cv2.multiply(region, cv2.bitwise_not(alpha), scale=1 / 255))
+
+
+def _fresh(cached: tuple | None, index: int, every: int) -> bool:
+    """A stream's measurement ``cached`` as (frame index, value) still holds at frame ``index``:
+    taken fewer than ``every`` frames before it (a stream that started again is measured again)."""
+    return cached is not None and 0 <= index - cached[0] < every
 
 
 def _warped(inverse: np.ndarray, colour8: np.ndarray, alpha8: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
