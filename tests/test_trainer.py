@@ -1041,3 +1041,27 @@ def test_the_squared_error_term_asks_for_the_mean_guess_where_covered():
     wrong = truth + 0.2 * covered
     assert generator_loss(wrong, covered.clone(), truth, covered, LossWeights(mse=2.0))[1]["mse"] == pytest.approx(0.04, abs=1e-6)
     assert "mse" not in generator_loss(wrong, covered.clone(), truth, covered, LossWeights())[1]
+
+
+def test_loss_parts_can_stay_on_the_device_until_read():
+    """fit asks for the parts as tensors (no GPU sync every step) and reads them only when it logs:
+    the same figures as the numbers every other caller gets, and nothing to backpropagate through."""
+    from trainer.losses import LossWeights, as_floats, discriminator_loss, generator_loss
+
+    generator = torch.Generator().manual_seed(3)
+    truth = torch.rand(2, 3, 32, 32, generator=generator) * 2 - 1
+    restored = (torch.rand(2, 3, 32, 32, generator=generator) * 2 - 1).requires_grad_()
+    covered = torch.zeros(2, 1, 32, 32)
+    covered[:, :, 10:30, 4:28] = 1
+    occlusion = (covered * 0.8 + 0.1).requires_grad_()
+    weights = LossWeights(mse=2.0, colour=1.0, hole_mean=1.0)
+    total, numbers = generator_loss(restored, occlusion, truth, covered, weights)
+    again, tensors = generator_loss(restored, occlusion, truth, covered, weights, floats=False)
+    assert set(numbers) == set(tensors) >= {"l1", "ssim", "mask", "mse", "colour", "hole_mean", "total"}
+    assert all(isinstance(value, float) for value in numbers.values())
+    assert all(torch.is_tensor(value) and value.dim() == 0 and not value.requires_grad for value in tensors.values())
+    assert as_floats(tensors) == pytest.approx(numbers, abs=1e-6)
+    assert numbers["total"] == pytest.approx(float(total)) and float(again) == pytest.approx(float(total))
+    logits = torch.tensor([[0.3, -1.2]], requires_grad=True)
+    assert discriminator_loss(logits, -logits, floats=False)[1]["d"].requires_grad is False
+    assert float(discriminator_loss(logits, -logits, floats=False)[1]["d"]) == pytest.approx(discriminator_loss(logits, -logits)[1]["d"])

@@ -64,7 +64,7 @@ def local_detail(image: torch.Tensor) -> torch.Tensor:
 
 def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
                    fake_logits: torch.Tensor | None = None, fake_features=None,
-                   real_features=None) -> tuple[torch.Tensor, dict[str, float]]:
+                   real_features=None, floats: bool = True) -> tuple[torch.Tensor, dict]:
     """λ_rec·L1 (heavier where covered) + λ_ssim·(1 − SSIM) + λ_adv·adversarial + λ_mask·mask
     (BCE + Tversky, which with ``recall`` above 0.5 weighs missed covered pixels over false alarms)
     + λ_detail·(local detail's L1 where covered, see ``local_detail``)
@@ -77,7 +77,9 @@ def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
     where L1 and SSIM settle for the median)
     + λ_fm·(feature matching: the mean L1 between the discriminator's activations on ours and on
     the truth, layer by layer, as in pix2pixHD; the truth's are constants).
-    Images in [-1, 1]; masks in [0, 1]."""
+    Images in [-1, 1]; masks in [0, 1]. The parts come back as numbers, or with ``floats=False``
+    as detached 0-d tensors, which on a GPU leaves the step unsynchronised until someone reads one
+    (``fit`` reads them only on the steps it logs)."""
     restored, occlusion = restored.float(), occlusion.float()
     pixel_weight = 1.0 + weights.hole * true_mask
     l1 = ((restored - target).abs() * pixel_weight).mean() / (1.0 + weights.hole * true_mask.mean()).clamp(min=1.0)
@@ -89,12 +91,12 @@ def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
     tversky = 1 - (hits + 1) / (hits + weights.recall * misses + (1 - weights.recall) * false_alarms + 1)
     mask_loss = bce + tversky.mean()
     total = weights.rec * l1 + weights.ssim * (1 - ssim) + weights.mask * mask_loss
-    parts = {"l1": l1.item(), "ssim": ssim.item(), "mask": mask_loss.item()}
+    parts = {"l1": l1.detach(), "ssim": ssim.detach(), "mask": mask_loss.detach()}
     if weights.detail > 0:
         gap = (local_detail(restored) - local_detail(target)).abs() * true_mask
         detail = gap.sum() / true_mask.sum().clamp(min=1.0)
         total = total + weights.detail * detail
-        parts["detail"] = detail.item()
+        parts["detail"] = detail.detach()
     if weights.colour > 0:
         area = true_mask.sum(dim=(2, 3)).clamp(min=1.0)
         ours = (restored * true_mask).sum(dim=(2, 3)) / area
@@ -103,35 +105,41 @@ def generator_loss(restored, occlusion, target, true_mask, weights: LossWeights,
         share = true_mask.mean(dim=(1, 2, 3))
         colour = ((ours - truth).abs().sum(dim=1) * share).sum() / share.sum().clamp(min=1e-6)
         total = total + weights.colour * colour
-        parts["colour"] = colour.item()
+        parts["colour"] = colour.detach()
     if weights.hole_mean > 0:
         area = true_mask.sum(dim=(1, 2, 3))
         per_sample = ((restored - target).abs() * true_mask).sum(dim=(1, 2, 3)) / (area * restored.shape[1]).clamp(min=1.0)
         covered = (area >= 1.0).float()  # an uncovered sample asks nothing
         hole_mean = (per_sample * covered).sum() / covered.sum().clamp(min=1.0)
         total = total + weights.hole_mean * hole_mean
-        parts["hole_mean"] = hole_mean.item()
+        parts["hole_mean"] = hole_mean.detach()
     if weights.mse > 0:
         squared = (((restored - target) ** 2) * true_mask).sum() / (true_mask.sum() * restored.shape[1]).clamp(min=1.0)
         total = total + weights.mse * squared
-        parts["mse"] = squared.item()
+        parts["mse"] = squared.detach()
     if fake_features is not None and real_features is not None and weights.feature_match > 0:
         matching = sum((fake.float() - real.detach().float()).abs().mean()
                        for fake, real in zip(fake_features, real_features)) / len(fake_features)
         total = total + weights.feature_match * matching
-        parts["fm"] = matching.item()
+        parts["fm"] = matching.detach()
     if fake_logits is not None and weights.adv > 0:
         adversarial = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.ones_like(fake_logits, dtype=torch.float32))
         total = total + weights.adv * adversarial
-        parts["adv"] = adversarial.item()
-    parts["total"] = total.item()
-    return total, parts
+        parts["adv"] = adversarial.detach()
+    parts["total"] = total.detach()
+    return total, (as_floats(parts) if floats else parts)
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def as_floats(parts: dict) -> dict[str, float]:
+    """A loss's parts as plain numbers (each a device sync where they are tensors on a GPU)."""
+    return {name: float(value) for name, value in parts.items()}
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                       floats: bool = True) -> tuple[torch.Tensor, dict]:
     """DCGAN's binary cross-entropy: real patches towards 1, generated ones towards 0."""
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
     fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
     loss = 0.5 * (real + fake)
-    return loss, {"d": loss.item()}
+    return loss, ({"d": float(loss)} if floats else {"d": loss.detach()})
