@@ -95,6 +95,10 @@ def test_end_to_end_run_through_the_app(tmp_path, generator_onnx):
     assert overall["ours"]["psnr"] > overall["input"]["psnr"] + 2
     assert overall["acted"] >= 0.5 and report["clip"]["covered_frames"] >= 10
     assert report["real"]["photos"] == 4
+    clean = report["clean"]  # the same 12 faces before the cover: every one scored
+    assert clean["faces"] == 12 and 0 <= clean["left_alone"] <= 1 and 0 <= clean["flagged"] <= 1
+    assert all("clean_changed" in row for row in report["scenes"])
+    assert "Uncovered faces (the 12 scenes' faces" in (tmp_path / "e2e.md").read_text()
     for name in ("e2e.md", "e2e_grid.jpg", "e2e_real_panel.jpg"):
         assert (tmp_path / name).stat().st_size > 100
     assert "| **all** |" in (tmp_path / "e2e.md").read_text()
@@ -154,3 +158,30 @@ def test_a_real_photo_counts_as_acted_on_by_the_change_inside_a_face():
     speck = lower & (np.cumsum(lower.ravel()).reshape(lower.shape) <= 0.02 * inside.sum())
     assert 0 < speck.sum() and not e2e.acted_on_face(picture, output(speck))
     assert not e2e.acted_on_face(picture, SimpleNamespace(output=output(lower).output, faces=[]))
+
+
+def test_an_uncovered_face_counts_as_left_alone_only_where_the_app_did_not_touch_it():
+    """score_clean reads the output against the picture the app was given, over the face alone."""
+    from types import SimpleNamespace
+
+    picture = np.full((120, 160, 3), 100, np.uint8)
+    face = np.zeros((120, 160), bool)
+    face[30:90, 50:110] = True
+    scene = e2e.Scene(picture, picture, np.zeros((120, 160), np.float32), face, "mask", False, "x.png")
+
+    def scored(output):
+        return e2e.score_clean(scene, picture, SimpleNamespace(image=picture, output=output, faces=[]), None)
+
+    untouched = scored(picture.copy())
+    assert untouched == {"clean_found": False, "clean_changed": 0.0, "clean_flagged": 0.0}
+    outside = picture.copy()
+    outside[:, :40] = 0  # changed, but not the face
+    assert scored(outside)["clean_changed"] == 0.0
+    painted = picture.copy()
+    painted[30:45, 50:110] += 13  # a quarter of the face, over 12 levels
+    painted[45:60, 50:110] += 12  # a quarter at 12 levels: not counted
+    assert scored(painted)["clean_changed"] == pytest.approx(0.25)
+    rows = [{"clean_found": True, "clean_changed": 0.0, "clean_flagged": 0.0},
+            {"clean_found": True, "clean_changed": 0.25, "clean_flagged": 0.1}]
+    summary = e2e.clean_summary(rows)
+    assert summary == {"faces": 2, "found": 1.0, "left_alone": 0.5, "changed": 0.125, "flagged": 0.05}
