@@ -181,6 +181,9 @@ def test_an_uncovered_face_counts_as_left_alone_only_where_the_app_did_not_touch
     painted[30:45, 50:110] += 13  # a quarter of the face, over 12 levels
     painted[45:60, 50:110] += 12  # a quarter at 12 levels: not counted
     assert scored(painted)["clean_changed"] == pytest.approx(0.25)
+    scene.solid = np.zeros((120, 160), bool)
+    scene.solid[45:, :] = True  # the picture pasted whole only from row 45: the first painted quarter is not counted
+    assert scored(painted)["clean_changed"] == 0.0
     rows = [{"clean_found": True, "clean_changed": 0.0, "clean_flagged": 0.0},
             {"clean_found": True, "clean_changed": 0.25, "clean_flagged": 0.1}]
     summary = e2e.clean_summary(rows)
