@@ -188,3 +188,20 @@ def test_an_uncovered_face_counts_as_left_alone_only_where_the_app_did_not_touch
             {"clean_found": True, "clean_changed": 0.25, "clean_flagged": 0.1}]
     summary = e2e.clean_summary(rows)
     assert summary == {"faces": 2, "found": 1.0, "left_alone": 0.5, "changed": 0.125, "flagged": 0.05}
+
+
+def test_a_clip_face_goes_on_below_the_chin_as_a_webcam_shows_it():
+    """face_frame(neck=True), which the clips and memory-eval use: the same placement as a still's,
+    but the picture carried down to the frame's bottom instead of faded into the background under
+    the chin (a band no camera shows, which the mask head takes for a cover)."""
+    face = cv2.imread(str(e2e.split_faces(DATA / "faces", "test")[0]))
+    still, still_solid = e2e.face_frame_and_solid(face, (640, 360), np.random.default_rng(4))
+    clip, clip_solid = e2e.face_frame_and_solid(face, (640, 360), np.random.default_rng(4), neck=True)
+    still_rows, clip_rows = np.nonzero(still_solid.any(axis=1))[0], np.nonzero(clip_solid.any(axis=1))[0]
+    assert clip_rows.min() == still_rows.min()  # the same place, the same soft top
+    assert clip_rows.max() == 359 and still_rows.max() < 340  # whole down to the bottom; the still fades out
+    columns = np.nonzero(clip_solid[-1])[0]
+    bottom = clip[-1, columns].astype(int)
+    # Below the picture: its last row, carried down (not the background's noise).
+    assert np.abs(bottom - clip[still_rows.max() + 20, columns].astype(int)).mean() < 3
+    assert np.array_equal(e2e.face_frame(face, (640, 360), np.random.default_rng(4), neck=True), clip)

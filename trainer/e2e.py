@@ -75,14 +75,19 @@ def background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
-def face_frame(face: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """The face picture pasted with a soft edge into a frame, a third to a half of its height."""
-    return face_frame_and_solid(face, size, rng)[0]
+def face_frame(face: np.ndarray, size: tuple[int, int], rng: np.random.Generator, neck: bool = False) -> np.ndarray:
+    """The face picture pasted with a soft edge into a frame, a third to a half of its height.
+    With ``neck``, as a webcam shows a face: the picture's last row carried down to the frame's
+    bottom (the neck and shirt going on out of the frame), soft at the top and sides only. Our face
+    photos are cut at the chin, and faded there into the background they show a band under the
+    chin no camera shows, which the mask head takes for a cover (then the face memory never sees
+    the chin: this decided the clips between generators since session 14, not the face)."""
+    return face_frame_and_solid(face, size, rng, neck)[0]
 
 
-def face_frame_and_solid(face: np.ndarray, size: tuple[int, int], rng: np.random.Generator):
+def face_frame_and_solid(face: np.ndarray, size: tuple[int, int], rng: np.random.Generator, neck: bool = False):
     """``face_frame``'s frame, and where in it the picture is pasted whole (not faded into the
-    background: a band no camera shows, where a face photo cut at the chin fades into noise)."""
+    background)."""
     width, height = size
     target = rng.uniform(0.35, 0.55) * height
     scale = target / face.shape[0]
@@ -92,7 +97,12 @@ def face_frame_and_solid(face: np.ndarray, size: tuple[int, int], rng: np.random
     y0 = int((height - h) / 2 + rng.uniform(-0.3, 0.3) * (height - h))
     edge = max(4, w // 10)
     ramp_x = np.clip(np.minimum(np.arange(w), np.arange(w)[::-1]) / edge, 0, 1)
-    ramp_y = np.clip(np.minimum(np.arange(h), np.arange(h)[::-1]) / edge, 0, 1)
+    if neck:
+        big = cv2.GaussianBlur(cv2.copyMakeBorder(big, 0, height - y0 - h, 0, 0, cv2.BORDER_REPLICATE), (0, 0), 1.0)
+        h = big.shape[0]
+        ramp_y = np.clip(np.arange(h) / edge, 0, 1)
+    else:
+        ramp_y = np.clip(np.minimum(np.arange(h), np.arange(h)[::-1]) / edge, 0, 1)
     fade = np.minimum(ramp_x[None, :], ramp_y[:, None])[..., None]
     frame = background(size, rng).astype(np.float32)
     region = frame[y0:y0 + h, x0:x0 + w]
@@ -515,7 +525,7 @@ def evaluate_clip(faces_root, occluders, engine, landmarker, size, seed: int, sp
     rng = np.random.default_rng(seed + 1)
     with FaceLandmarks(landmarker) as finder:
         for path in split_faces(faces_root, split)[::7]:
-            truth = face_frame(cv2.imread(str(path)), size, rng)
+            truth = face_frame(cv2.imread(str(path)), size, rng, neck=True)
             found = finder.detect(truth)
             if len(found) == 1:
                 break

@@ -153,7 +153,7 @@ def run(config) -> dict:
                     clip_rng = np.random.default_rng([config.seed, zlib.crc32(f"{kind}/{motion}/{path.name}".encode())])
                     if picture is None:
                         continue
-                    truth = face_frame(picture, size, clip_rng)
+                    truth = face_frame(picture, size, clip_rng, neck=True)
                     found = finder.detect(truth)
                     if len(found) == 1:
                         break
