@@ -78,7 +78,8 @@ def background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
 def face_frame(face: np.ndarray, size: tuple[int, int], rng: np.random.Generator, neck: bool = False) -> np.ndarray:
     """The face picture pasted with a soft edge into a frame, a third to a half of its height.
     With ``neck``, as a webcam shows a face: the picture's last row carried down to the frame's
-    bottom (the neck and shirt going on out of the frame), soft at the top and sides only. Our face
+    bottom (the neck and shirt going on out of the frame), soft at the top and sides only, the
+    picture and its carried rows softened by a blur of one pixel (sigma). Our face
     photos are cut at the chin, and faded there into the background they show a band under the
     chin no camera shows, which the mask head takes for a cover (then the face memory never sees
     the chin: this decided the clips between generators since session 14, not the face)."""
