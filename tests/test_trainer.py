@@ -1065,3 +1065,39 @@ def test_loss_parts_can_stay_on_the_device_until_read():
     logits = torch.tensor([[0.3, -1.2]], requires_grad=True)
     assert discriminator_loss(logits, -logits, floats=False)[1]["d"].requires_grad is False
     assert float(discriminator_loss(logits, -logits, floats=False)[1]["d"]) == pytest.approx(discriminator_loss(logits, -logits)[1]["d"])
+
+
+def test_snapshots_keep_each_checkpoints_ema_generator_to_choose_from(tiny_pairs, tmp_path):
+    """fit --snapshots: beside last.ckpt, every checkpoint's EMA generator alone (no optimiser,
+    raw weights or critic), which export's generator, average and the model card read; a run
+    cannot resume from one, and says so in one line."""
+    from trainer.configs import FitConfig
+    from trainer.fit import run
+
+    out = tmp_path / "run"
+    run(FitConfig(data=str(tiny_pairs), out=str(out), steps=4, batch=2, workers=0, width=0.5, checkpoint_every=2,
+                  sample_every=100, snapshots=True))
+    kept = sorted((out / "snapshots").glob("ema_*.ckpt"))
+    assert [path.name for path in kept] == ["ema_0000002.ckpt", "ema_0000004.ckpt"]
+    whole, first, last = (checkpoint.load(path) for path in (out / "last.ckpt", *kept))
+    assert first["step"] == 2 and last["step"] == 4
+    assert not {"generator", "discriminator", "opt_g", "opt_d"} & set(last)
+    assert all(torch.equal(last["generator_ema"][k], whole["generator_ema"][k]) for k in whole["generator_ema"])
+    assert any(not torch.equal(first["generator_ema"][k], last["generator_ema"][k]) for k in last["generator_ema"])
+    assert last["stretches"] == whole["stretches"] and last["config"] == whole["config"]
+    generator = checkpoint.generator_from(last)
+    with torch.no_grad():
+        restored, occlusion = generator(torch.zeros(1, 3, 128, 128))
+    assert restored.shape == (1, 3, 128, 128) and occlusion.shape == (1, 1, 128, 128)
+    averaged = _train("average", "--ckpt", str(kept[0]), str(kept[1]), "--out", str(tmp_path / "mean.ckpt"))
+    assert averaged.returncode == 0, averaged.stderr[-2000:]
+    mean = checkpoint.load(tmp_path / "mean.ckpt")
+    name = next(k for k, v in last["generator_ema"].items() if v.is_floating_point())
+    assert torch.allclose(mean["generator_ema"][name], (first["generator_ema"][name] + last["generator_ema"][name]) / 2)
+    resumed_out = tmp_path / "again"
+    resumed_out.mkdir()
+    (resumed_out / "last.ckpt").write_bytes(kept[1].read_bytes())
+    resumed = _train("fit", "--data", str(tiny_pairs), "--out", str(resumed_out), "--width", "0.5", "--workers", "0",
+                     "--resume", "--steps", "6")
+    assert resumed.returncode != 0 and "is a snapshot" in resumed.stderr
+    assert "Traceback" not in resumed.stderr and len(resumed.stderr.strip().splitlines()) == 1

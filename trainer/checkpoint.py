@@ -50,6 +50,13 @@ def generator_from(state: dict, ema: bool = True):
     return build(state["model"], weights, state.get("refiner")).eval()
 
 
+def slim(state: dict) -> dict:
+    """A checkpoint's shipped part: the EMA generator and what describes it (step, config, stretches,
+    model), without the raw weights, the optimisers and the discriminator; `fit --snapshots` keeps
+    one per checkpoint, and export, e2e and average read it (a run cannot resume from it)."""
+    return {key: value for key, value in state.items() if key not in ("generator", "discriminator", "opt_g", "opt_d")}
+
+
 def average(paths: list, out: str | Path) -> dict:
     """One checkpoint whose generator weights (raw and EMA) are the mean of those of ``paths``:
     runs fine-tuned from one checkpoint with different seeds stay in one basin, where their mean
@@ -67,9 +74,14 @@ def average(paths: list, out: str | Path) -> dict:
             raise CheckpointError(f"{path} was not started from the same weights as {paths[0]}")
     merged = dict(first)
     for key in ("generator", "generator_ema"):
+        if not all(state.get(key) for state in states):
+            merged.pop(key, None)  # slim checkpoints (``slim``) carry the EMA weights alone
+            continue
         weights = [state[key] for state in states]
         merged[key] = {name: (sum(w[name].double() for w in weights) / len(weights)).to(tensor.dtype)
                        if tensor.is_floating_point() else tensor.clone() for name, tensor in weights[0].items()}
+    if not merged.get("generator_ema") and not merged.get("generator"):
+        raise CheckpointError("average: the checkpoints share no generator weights")
     merged["averaged"] = [{"step": int(state["step"]), "seed": int(state["config"].get("seed", 0)),
                            "elapsed_s": float(state.get("elapsed_s", 0.0))} for state in states]
     merged.pop("format", None)

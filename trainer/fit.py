@@ -212,6 +212,9 @@ class Trainer:
         self.amp = autocast_dtype(config, self.device)
 
     def _restore(self, state: dict):
+        if "opt_g" not in state:
+            raise checkpoint.CheckpointError("--resume: OUT/last.ckpt is a snapshot (the EMA generator alone, "
+                                             "`fit --snapshots`): a run resumes from a whole checkpoint")
         shape = state["model"]
         if (shape["width"], shape["bottleneck_blocks"]) != (self.config.width, self.config.bottleneck_blocks):
             raise checkpoint.CheckpointError(
@@ -261,7 +264,10 @@ class Trainer:
 
     def save(self):
         if self.main:
-            checkpoint.save(self.out / "last.ckpt", self.state())
+            state = self.state()
+            checkpoint.save(self.out / "last.ckpt", state)
+            if self.config.snapshots:
+                checkpoint.save(self.out / "snapshots" / f"ema_{self.step:07d}.ckpt", checkpoint.slim(state))
 
     def _autocast(self):
         if self.amp is None:
