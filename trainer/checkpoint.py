@@ -53,7 +53,7 @@ def generator_from(state: dict, ema: bool = True):
 def slim(state: dict) -> dict:
     """A checkpoint's shipped part: the EMA generator and what describes it (step, config, stretches,
     model), without the raw weights, the optimisers and the discriminator; `fit --snapshots` keeps
-    one per checkpoint, and export, e2e and average read it (a run cannot resume from it)."""
+    one per checkpoint, and export and average read it (a run cannot resume from it)."""
     return {key: value for key, value in state.items() if key not in ("generator", "discriminator", "opt_g", "opt_d")}
 
 

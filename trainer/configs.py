@@ -64,7 +64,7 @@ class FitConfig:
     checkpoint_minutes: float = option(5.0, "minutes between checkpoints", 0.01)
     checkpoint_every: int = option(0, "also checkpoint every N steps (0: by time only)", 0)
     snapshots: bool = option(False, "also keep each checkpoint's EMA generator as OUT/snapshots/ema_STEP.ckpt (about "
-                             "5 MB, no optimiser: export, e2e and average read it), to choose among a run's steps")
+                             "5 MB, no optimiser: export and average read it), to choose among a run's steps")
     sample_every: int = option(500, "steps between validation scores and sample grids", 1)
     log_every: int = option(20, "steps between log lines", 1)
     seed: int = option(0, "seed of sample order and online occluders", 0)
