@@ -288,6 +288,7 @@ def test_the_card_says_what_the_last_stretch_trained_with(tiny_run, tiny_pairs, 
     write_card(state, json.loads((tmp_path / "eval.json").read_text()), tmp_path / "g.onnx", tmp_path / "CARD0.md")
     card = (tmp_path / "CARD0.md").read_text()
     assert "no adversarial term" in card and "·adversarial" not in card
+    assert "training pack" not in card  # trained from the pairs folder itself
 
 
 def test_export_matches_torch_and_carries_metadata(tiny_run, tiny_onnx):
@@ -824,6 +825,15 @@ def test_a_pack_carries_what_online_training_reads_and_fit_trains_from_it(tiny_p
                     "--width", "0.25", "--sample-every", "2", "--adv-start", "1")
     assert result.returncode == 0, result.stderr
     assert (out / "last.ckpt").is_file()
+    # The card of a run trained from the pack says so, with how many faces the pack held.
+    evaluated = _train("eval", "--data", str(tiny_pairs), "--model", str(out / "last.ckpt"), "--split", "train",
+                       "--out", str(tmp_path / "eval"), "--limit", "2")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    from trainer.card import write_card
+
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    write_card(checkpoint.load(out / "last.ckpt"), report, tmp_path / "g.onnx", tmp_path / "CARD.md")
+    assert f"training pack (`deocc-train pack`) of {len(folder):,} of these training faces" in (tmp_path / "CARD.md").read_text()
     again = _train("pack", "--data", str(tiny_pairs), "--out", str(pack))
     assert again.returncode == 1 and again.stderr.count("\n") == 1 and "not empty" in again.stderr
     nested = _train("pack", "--data", str(pack), "--out", str(tmp_path / "other"))

@@ -109,7 +109,9 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         f"{synth.get('faces', '?')} pictures, aligned by the app's own alignment with MediaPipe landmarks: "
         f"{counts.get('train', '?')} train, {counts.get('validation', '?')} validation, {counts.get('test', '?')} test "
         f"(split by a hash of the file name), {synth.get('skipped', '?')} skipped (no face found or too small). "
-        "Occluders from `../shared/data/occluders` (MaskTheFace masks, glasses, hands, cups, phones, scarves, caps) "
+        + (f"The last stretch trained from a training pack (`deocc-train pack`) of {synth['pack']['counts']['train']:,} "
+           "of these training faces, as WebP. " if synth.get("pack", {}).get("counts", {}).get("train") else "")
+        + "Occluders from `../shared/data/occluders` (MaskTheFace masks, glasses, hands, cups, phones, scarves, caps) "
         "and drawn procedurally (microphones, cups, bottles, phones, hands, scarves); a fresh occluder for every "
         f"training sample ({'online' if data.get('online_occlusion') else 'fixed pairs'})"
         + (f", {100 * config['printed']:g}% of face masks with a print on them in the last stretch (a mouth, bold shapes)"
