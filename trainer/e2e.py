@@ -468,6 +468,12 @@ def score_scene(scene: Scene, frame, blend, inpainted: np.ndarray | None = None)
     return row
 
 
+def changed_pixels(output: np.ndarray, picture: np.ndarray) -> np.ndarray:
+    """(H, W) bool: where the app's output differs from the picture it was given by more than 12
+    levels in some channel (what "changed" means for real photos and uncovered faces alike)."""
+    return np.abs(output.astype(np.int16) - picture.astype(np.int16)).max(axis=2) > 12
+
+
 def score_clean(scene: Scene, picture: np.ndarray, frame, blend) -> dict:
     """What the app did to the scene's face before the cover came (``picture``, as the camera
     gave it): the share of the face changed by more than 12 grey levels, and the share the mask
@@ -478,7 +484,7 @@ def score_clean(scene: Scene, picture: np.ndarray, frame, blend) -> dict:
     face = scene.face & scene.solid if scene.solid is not None else scene.face
     if not face.any():
         face = scene.face
-    changed = np.abs(frame.output.astype(np.int16) - picture.astype(np.int16)).max(axis=2) > 12
+    changed = changed_pixels(frame.output, picture)
     flagged = app_mask(frame, blend) > 0.5
     return {"clean_found": bool(frame.faces), "clean_changed": float(changed[face].mean()),
             "clean_flagged": float(flagged[face].mean())}
@@ -579,7 +585,7 @@ def acted_on_face(image: np.ndarray, frame) -> bool:
     masked photos the changed share of the outline has a gap between 0.3% and 6.7%, and 5 of
     them (small faces, restored or painted over) did not count: acted on 86.7% per picture,
     90.8% per face."""
-    changed = np.abs(frame.output.astype(np.int16) - image.astype(np.int16)).max(axis=2) > 12
+    changed = changed_pixels(frame.output, image)
     for face in frame.faces:
         inside = face_region(face.landmarks, image.shape)
         if inside.any() and changed[inside].mean() > REAL_ACTED_SHARE:

@@ -142,4 +142,5 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
     real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
     fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
     loss = 0.5 * (real + fake)
-    return loss, ({"d": float(loss)} if floats else {"d": loss.detach()})
+    parts = {"d": loss.detach()}
+    return loss, (as_floats(parts) if floats else parts)
