@@ -45,7 +45,7 @@ def test_the_finder_trains_exports_and_the_app_reads_it(tiny_pairs, tmp_path):
     result = subprocess.run([sys.executable, "-m", "trainer", "finder", "--data", str(tiny_pairs), "--occluders",
                              str(DATA / "occluders"), "--real", str(real), "--real-labels", str(labels), "--out",
                              str(tmp_path / "run"), "--steps", "4", "--batch", "4", "--validation", "16",
-                             "--workers", "0", "--log-every", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                             "--workers", "0", "--log-every", "2", "--cut", "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "faces found" in result.stdout
     finder = FaceFinder(tmp_path / "run" / "finder.onnx")
@@ -60,6 +60,26 @@ def test_the_finder_trains_exports_and_the_app_reads_it(tiny_pairs, tmp_path):
     found = finder.find(background((640, 480)))
     assert found.dtype == np.float32 and found.ndim == 3 and found.shape[1:] == (478, 2)
     assert len(json.loads((tmp_path / "run" / "log.json").read_text())) == 2
+
+
+def test_a_face_cut_by_the_pictures_edge_keeps_its_eyes_and_loses_some_of_the_rest():
+    """``--cut``: a training face shown only inside a box around its eyes (a photo cut at the
+    brows or the lip, a face half out of the frame). The eyes are always inside; over many draws
+    every side of the picture is cut somewhere, and the mouth is sometimes cut off."""
+    from trainer.finder import _cut_by_edges
+
+    five = np.float32([[40, 50], [88, 50], [64, 76], [46, 96], [82, 96]])
+    rng = np.random.default_rng(0)
+    sides, mouth_cut = np.zeros(4, bool), 0
+    for _ in range(200):
+        shown = _cut_by_edges(np.ones((128, 128), np.float32), five, rng)
+        assert shown.dtype == np.float32 and set(np.unique(shown)) <= {0.0, 1.0}
+        assert all(shown[int(y), int(x)] == 1 for x, y in five[:2])
+        assert shown[int(five[2, 1]), int(five[2, 0])] == 1  # the nose's tip too
+        sides |= [not shown[0].any(), not shown[-1].any(), not shown[:, 0].any(), not shown[:, -1].any()]
+        mouth_cut += int(shown[int(five[3, 1]), int(five[3, 0])] == 0)
+    assert sides.all()
+    assert 20 < mouth_cut < 150
 
 
 def test_a_file_that_is_not_a_finder_is_a_clear_error(tmp_path):

@@ -195,6 +195,9 @@ class FinderConfig:
     lr: float = option(3e-3, "peak learning rate (one cycle)", 0.0, 1.0)
     width: float = option(1.0, "width multiplier", 0.1, 8.0)
     point_weight: float = option(20.0, "weight of the points' loss beside the score's", 0.0)
+    cut: float = option(0.0, "share of faces shown cut by the picture's edge (a photo cut at the brows or "
+                        "the lip, a face half out of the frame): only the part of the picture inside a "
+                        "random box around the eyes", 0.0, 1.0)
     validation: int = option(2000, "validation windows scored", 1, 100000)
     log_every: int = option(50, "steps between log lines", 1)
     workers: int = option(1, "window-making processes", 0, 128)

@@ -77,7 +77,7 @@ class WindowSamples(Dataset):
     points' ten coordinates in window widths; only a face's are learnt)."""
 
     def __init__(self, pairs_root, split: str, occluders, real_root=None, real_labels=None, exclude=(),
-                 real_share: float = 0.35, negative_share: float = 0.45):
+                 real_share: float = 0.35, negative_share: float = 0.45, cut: float = 0.0):
         self.pairs = [p for p in list_pairs(pairs_root, split) if p.landmarks is not None]
         if not self.pairs:
             raise FileNotFoundError(f"no {split} pairs with landmarks under {pairs_root}")
@@ -90,6 +90,7 @@ class WindowSamples(Dataset):
                     self.real.append((Path(real_root) / name, np.float32(faces[0])))
         self.real_share = real_share if self.real else 0.0
         self.negative_share = negative_share
+        self.cut = cut
 
     def __len__(self):
         return 1 << 30
@@ -155,7 +156,10 @@ class WindowSamples(Dataset):
             matrix = _similarity(points, span * WINDOW / max(eye, 1.0), angle, centre)
             face = cv2.warpAffine(picture, matrix, (WINDOW, WINDOW), flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-            footprint = cv2.warpAffine(np.ones(picture.shape[:2], np.float32), matrix, (WINDOW, WINDOW))
+            shown = np.ones(picture.shape[:2], np.float32)
+            if self.cut and rng.random() < self.cut:
+                shown = _cut_by_edges(shown, points, rng)
+            footprint = cv2.warpAffine(shown, matrix, (WINDOW, WINDOW))
             footprint = cv2.GaussianBlur(cv2.erode(footprint, np.ones((3, 3), np.uint8)), (0, 0), rng.uniform(0.8, 4))
             window = face * footprint[..., None] + base * (1 - footprint[..., None])
             points = (points @ matrix[:, :2].T + matrix[:, 2]) / WINDOW
@@ -190,6 +194,24 @@ class WindowSamples(Dataset):
         window, score, points = self.sample(rng)
         tensor = torch.from_numpy(np.ascontiguousarray(window.transpose(2, 0, 1), dtype=np.float32) / 255.0)
         return tensor, torch.tensor([score]), torch.from_numpy(points)
+
+
+def _cut_by_edges(shown: np.ndarray, points: np.ndarray, rng) -> np.ndarray:
+    """``shown`` kept only inside a box around the eyes, as a photo cut close or a face half out
+    of the frame shows it: each side drawn in eye distances from the five points (the top from
+    the brows' height down to just above the eyes, the bottom anywhere from the nose's tip to
+    well below the mouth, the sides from beyond the cheeks to just outside the eyes)."""
+    eye = max(float(np.linalg.norm(points[1] - points[0])), 1.0)
+    left, right = points[[0, 1], 0].min(), points[[0, 1], 0].max()
+    eyes_y = points[[0, 1], 1].min()
+    bottom = (points[2, 1] + rng.uniform(0.05, 0.4) * eye if rng.random() < 0.3
+              else points[[3, 4], 1].max() + rng.uniform(0.0, 1.2) * eye)
+    box = (left - rng.uniform(0.25, 1.3) * eye, eyes_y - rng.uniform(0.3, 1.3) * eye,
+           right + rng.uniform(0.25, 1.3) * eye, bottom)
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    out = np.zeros_like(shown)
+    out[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = shown[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)]
+    return out
 
 
 def fixed_set(samples: WindowSamples, count: int, seed: int):
@@ -245,7 +267,8 @@ def fit(config) -> dict:
         from trainer.e2e import real_photos
 
         exclude = {p.name for p in real_photos(config.real, 40, 0)}  # the e2e's real photos: never trained on
-    train = WindowSamples(config.data, "train", config.occluders, config.real, config.real_labels, exclude)
+    train = WindowSamples(config.data, "train", config.occluders, config.real, config.real_labels, exclude,
+                          cut=config.cut)
     # Validation windows from the validation split (other seeds than training's if it has none).
     held = "validation" if any(p.landmarks for p in list_pairs(config.data, "validation")) else "train"
     valid = WindowSamples(config.data, held, config.occluders, config.real, config.real_labels, exclude)
