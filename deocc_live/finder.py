@@ -106,6 +106,13 @@ class FaceFinder:
                    for (five, _), (score, again) in zip(faces, self._run(image, closer))]
         return np.stack([self.landmarks_for(five) for five in refined]).astype(np.float32)
 
+    def face_score(self, image: np.ndarray, five: np.ndarray, spans) -> float:
+        """The best score of windows centred on five points, ``spans`` eye distances wide: does
+        the finder see a face where another detector put one?"""
+        centre, eye = five.mean(axis=0), max(float(np.linalg.norm(five[1] - five[0])), 1.0)
+        boxes = [(centre[0] - span * eye / 2, centre[1] - span * eye / 2, span * eye) for span in spans]
+        return max(score for score, _ in self._run(image, boxes))
+
     def _run(self, image: np.ndarray, boxes) -> list[tuple[float, np.ndarray]]:
         """(score, five points in the picture's pixels) for each window (x0, y0, side)."""
         size = self.window

@@ -241,3 +241,29 @@ def test_a_face_one_window_is_sure_of_is_found_when_another_backs_it_less_surely
         assert _faces(track, picture) == []
     finally:
         track.close()
+
+
+def test_a_face_mediapipe_puts_on_background_texture_is_dropped_when_the_finder_sees_none_there(monkeypatch):
+    """A validation scene of the e2e (seed 5: a celebrity's face, a face mask placed over it and
+    the picture faded into coloured noise): no look finds the covered face, and MediaPipe's
+    zoomed looks and its second look agree on a face in the noise beside it, where the generator
+    then painted a whole face. Our finder scores no face in windows centred there (under
+    FACE_FLOOR), so that face is dropped; with the check off it comes back."""
+    import deocc_live.stages.track as track_module
+    from deocc_live.landmarks import FaceLandmarks
+    from trainer.e2e import make_scene, scene_banks
+
+    with FaceLandmarks(str(LANDMARKER)) as clean:
+        scene = make_scene(DATA / "faces" / "celeba_crops" / "train_1748.jpg", "mask", 5, (1280, 720),
+                           scene_banks(DATA / "occluders"), clean)
+    assert scene is not None
+    track = TrackStage(str(LANDMARKER), finder=_shipped())
+    try:
+        def off_the_face():
+            return [face for face in _faces(track, scene.frame)
+                    if not scene.face[tuple(np.clip(face.landmarks.mean(axis=0).astype(int)[::-1], 0, (719, 1279)))]]
+        assert off_the_face() == []
+        monkeypatch.setattr(track_module, "FACE_FLOOR", 0.0)
+        assert len(off_the_face()) == 1
+    finally:
+        track.close()

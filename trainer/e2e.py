@@ -418,8 +418,7 @@ def build_scenes(faces_root, occluders, landmarker, per_kind: int, size, seed: i
     evaluation's own placement (the clean face's landmarks place the occluder, never the app's)."""
     from deocc_live.landmarks import FaceLandmarks
 
-    banks = {subset: OccluderBank.load(occluders, subset) for subset in ("train", "held_out")}
-    banks.update(cup=cutouts(occluders, "cups"), phone=cutouts(occluders, "phones"))
+    banks = scene_banks(occluders)
     faces = split_faces(faces_root, split)
     if not faces:
         raise FileNotFoundError(f"no {split}-split faces under {faces_root}")
@@ -434,21 +433,36 @@ def build_scenes(faces_root, occluders, landmarker, per_kind: int, size, seed: i
                 attempts += 1
                 path = faces[order[cursor % len(order)]]
                 cursor += 1
-                picture = cv2.imread(str(path))
-                if picture is None:
-                    continue
-                scene_rng = np.random.default_rng([seed, zlib.crc32(f"{kind}/{path.name}".encode())])
-                truth, solid = face_frame_and_solid(picture, size, scene_rng)
-                found = finder.detect(truth)
-                if len(found) != 1:
-                    continue  # placement needs the clean face's landmarks
-                frame, alpha, held = occlude(truth, found[0], kind, banks, scene_rng)
-                scene = Scene(frame, truth, alpha, face_region(found[0], truth.shape), kind, held, path.name, solid)
-                if scene.covered.sum() < 0.03 * scene.face.sum():
+                scene = make_scene(path, kind, seed, size, banks, finder)
+                if scene is None:
                     continue
                 scenes.append(scene)
                 made += 1
     return scenes
+
+
+def scene_banks(occluders) -> dict:
+    """The occluders scenes draw from: the training and held-out banks, cups' and phones' cut-outs."""
+    banks = {subset: OccluderBank.load(occluders, subset) for subset in ("train", "held_out")}
+    banks.update(cup=cutouts(occluders, "cups"), phone=cutouts(occluders, "phones"))
+    return banks
+
+
+def make_scene(path: Path, kind: str, seed: int, size, banks: dict, finder) -> Scene | None:
+    """The scene of one face picture and occluder kind at ``seed`` (the same whatever else is
+    drawn): None where the picture cannot be read, MediaPipe (``finder``) does not find exactly
+    one face in it, or the occluder covers under 3% of the face."""
+    picture = cv2.imread(str(path))
+    if picture is None:
+        return None
+    scene_rng = np.random.default_rng([seed, zlib.crc32(f"{kind}/{path.name}".encode())])
+    truth, solid = face_frame_and_solid(picture, size, scene_rng)
+    found = finder.detect(truth)
+    if len(found) != 1:
+        return None  # placement needs the clean face's landmarks
+    frame, alpha, held = occlude(truth, found[0], kind, banks, scene_rng)
+    scene = Scene(frame, truth, alpha, face_region(found[0], truth.shape), kind, held, path.name, solid)
+    return scene if scene.covered.sum() >= 0.03 * scene.face.sum() else None
 
 
 def score_scene(scene: Scene, frame, blend, inpainted: np.ndarray | None = None) -> dict:
@@ -645,7 +659,7 @@ def markdown(report: dict) -> str:
         if not part:
             continue
         ours, base, source = part["ours"], part["telea"], part["input"]
-        lines.append(f"| {name} | {part['scenes']} | {part['acted']:.0%} | {part['mask_recall']:.3f} | "
+        lines.append(f"| {name} | {part['scenes']} | {part['acted']:.1%} | {part['mask_recall']:.3f} | "
                      f"{ours['psnr']:.2f} / {base['psnr']:.2f} / {source['psnr']:.2f} | {ours['ssim']:.3f} / {base['ssim']:.3f} | "
                      f"{ours['sharpness']:.2f} / {base['sharpness']:.2f} | {ours['sharpness_acted']:.2f} / {base['sharpness_acted']:.2f} | "
                      f"{ours['colour_shift']:.2f} / {base['colour_shift']:.2f} |")

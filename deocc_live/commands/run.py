@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generate each face once, not also mirrored and averaged: half the generator's work, "
                              "a little less faithful")
     parser.add_argument("--no-finder", dest="finder", action="store_false", default=None,
-                        help="only MediaPipe finds faces: our own finder does not look for a covered face it missed")
+                        help="only MediaPipe finds faces: our own finder does not look for a covered face it missed, "
+                             "nor check that a face MediaPipe finds anew looks like one")
     parser.add_argument("--off", action="store_true", help="start with the effect off")
     parser.add_argument("--virtual-camera", action=argparse.BooleanOptionalAction, default=None,
                         help="send to 'Deocc Camera' (default: on, unless --output is given)")

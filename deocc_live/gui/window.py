@@ -163,7 +163,8 @@ class MainWindow(QMainWindow):
         self.mirror_check.toggled.connect(lambda on: self.controller.settings.set("mirror_pass", on))
         tune.addRow(self.mirror_check)
         self.finder_check = QCheckBox("Finder", checked=True,
-                                      toolTip="our own finder looks for a covered face that MediaPipe missed")
+                                      toolTip="our own finder looks for a covered face that MediaPipe missed, and checks "
+                                              "that a face MediaPipe finds anew looks like one")
         self.finder_check.toggled.connect(lambda on: self.controller.settings.set("finder", on))
         tune.addRow(self.finder_check)
         return tune_box

@@ -8,7 +8,7 @@ import numpy as np
 from deocc_live.frame import Face, Frame
 from deocc_live.landmarks import FaceLandmarks, unmirrored
 from deocc_live.one_euro import OneEuroFilter
-from deocc_live.stages.align import thumbnail
+from deocc_live.stages.align import five_points, thumbnail
 
 
 class _Track:
@@ -28,6 +28,14 @@ SCAN = tuple((side, fx, fy) for side in (0.8, 0.5, 0.65) for fy in (0.5, 0.3, 0.
 # A face of MediaPipe's this many times narrower than one the finder sees is taken for a part of
 # a face (an ear, an eye) in a still.
 PART_OF_FACE = 1.67
+# A new face of MediaPipe's that our finder, in windows centred on it, scores below this is taken
+# for texture, not a face (MediaPipe's zoomed looks and its second look sometimes agree on a face
+# in background noise, and the generator then paints a whole face there). Validation scenes at
+# 720p, six seeds: the 7 faces reported off the face scored 0.001-0.048, the 1,032 on it 0.275 or
+# more; MediaPipe's faces on the e2e's 240 real photos 0.057 or more (the lowest, 22 px wide,
+# beside a face the finder found).
+FACE_FLOOR = 0.1
+VERIFY_SPANS = (3.0, 4.0, 5.5)  # the verifying windows, in eye distances
 
 
 def _width(landmarks: np.ndarray) -> float:
@@ -330,10 +338,18 @@ class TrackStage:
         picture), also a look at that square mirrored. At low confidence MediaPipe sometimes puts
         a face on background texture: on 297 covered faces at 720p (validation split) such a face
         was reported 13 times and none of them was confirmed (without the mirrored look), while
-        269 of the 273 real ones were."""
+        269 of the 273 real ones were. A face our finder sees no face at also goes (FACE_FLOOR)."""
         kept = [landmarks for landmarks in found
-                if any(self._found_again(image, landmarks, span, mirrored) for span in (2.4, 1.8, 3.2))]
+                if self._looks_like_a_face(image, landmarks)  # a few ms: before MediaPipe's second looks
+                and any(self._found_again(image, landmarks, span, mirrored) for span in (2.4, 1.8, 3.2))]
         return np.stack(kept).astype(np.float32) if kept else np.zeros((0, 478, 2), np.float32)
+
+    def _looks_like_a_face(self, image: np.ndarray, landmarks: np.ndarray) -> bool:
+        """Our finder (when it is on) scores a face in windows centred on these landmarks (see
+        FACE_FLOOR); without the finder every face passes."""
+        if self.finder is None:
+            return True
+        return self.finder.face_score(image, five_points(landmarks), VERIFY_SPANS) >= FACE_FLOOR
 
     def _found_again(self, image: np.ndarray, landmarks: np.ndarray, span: float, mirrored: bool) -> bool:
         width = _width(landmarks)
