@@ -267,3 +267,56 @@ def test_a_face_mediapipe_puts_on_background_texture_is_dropped_when_the_finder_
         assert len(off_the_face()) == 1
     finally:
         track.close()
+
+
+def _face_free_stream(scenes: int) -> list[np.ndarray]:
+    """Face-free scenes held for 30 frames each (camera noise on every frame): coloured noise with
+    0-2 occluders alone on it (hands, glasses, masks, cups, phones, other), drawn from seed 11."""
+    from trainer.e2e import background as noise_background
+
+    rng = np.random.default_rng(11)
+    cutouts = [p for sub in ("hands", "glasses", "face_masks", "cups", "phones", "other")
+               for p in sorted((DATA / "occluders" / sub).glob("*.png"))]
+    frames = []
+    for _ in range(scenes):
+        scene = noise_background((1280, 720), rng).astype(np.float32)
+        for _ in range(rng.integers(0, 3)):
+            cutout = cv2.imread(str(cutouts[rng.integers(len(cutouts))]), cv2.IMREAD_UNCHANGED)
+            if cutout is None or cutout.ndim < 3 or cutout.shape[2] < 4:
+                continue
+            w = int(rng.uniform(150, 500))
+            h = max(1, int(w * cutout.shape[0] / cutout.shape[1]))
+            if h >= 700:
+                continue
+            cutout = cv2.resize(cutout, (w, h))
+            x, y = rng.integers(0, 1280 - w), rng.integers(0, 720 - h)
+            alpha = cutout[..., 3:4].astype(np.float32) / 255
+            scene[y:y + h, x:x + w] = scene[y:y + h, x:x + w] * (1 - alpha) + cutout[..., :3] * alpha
+        frames += [np.clip(scene + rng.normal(0, 2, scene.shape), 0, 255).astype(np.uint8) for _ in range(30)]
+    return frames
+
+
+def test_a_stream_drops_a_face_it_follows_on_texture_within_a_second(monkeypatch):
+    """A fist alone (an EgoHands cut-out on noise) that MediaPipe and the finder both take for a
+    face, then a cut to noise alone: MediaPipe's video mode goes on following that "face" over
+    the noise. The finder looks at followed faces again every RECHECK_EVERY frames and drops it;
+    with that look off, it stays to the end."""
+    import deocc_live.stages.track as track_module
+
+    frames = _face_free_stream(16)[14 * 30:]  # the fist's scene, then the noise
+    track = TrackStage(str(LANDMARKER), finder=_shipped())
+
+    def faces_by_frame():
+        return [len(track(Frame(image=f, index=i, time_ms=i * 33.3, still=False)).faces) > 0
+                for i, f in enumerate(frames)]
+
+    try:
+        seen = faces_by_frame()
+        first = seen.index(True)  # the fist, taken for a face
+        assert first < 30 and not any(seen[first + track_module.RECHECK_EVERY + 1:])
+        track.close()
+        monkeypatch.setattr(track_module, "RECHECK_EVERY", 10**9)
+        track = TrackStage(str(LANDMARKER), finder=_shipped())
+        assert all(faces_by_frame()[-10:])
+    finally:
+        track.close()

@@ -36,6 +36,7 @@ PART_OF_FACE = 1.67
 # beside a face the finder found).
 FACE_FLOOR = 0.1
 VERIFY_SPANS = (3.0, 4.0, 5.5)  # the verifying windows, in eye distances
+RECHECK_EVERY = 30  # frames between the finder's looks at a face a stream follows
 
 
 def _width(landmarks: np.ndarray) -> float:
@@ -98,6 +99,7 @@ class TrackStage:
         # always) is on.
         self._finder, self.settings = finder, settings
         self._by_finder = False  # the faces last found came from the finder
+        self._checked_at = 0  # the frame a followed face was last looked at by the finder
         self.landmarker = FaceLandmarks(model_path, max_faces=max_faces, video=True)
         # Covered faces are easy to miss in a whole frame: a second look at a closer region
         # (where the face was last seen, else the frame's centre) finds about half of those misses.
@@ -144,6 +146,17 @@ class TrackStage:
         found = self._distinct(found)
         if len(found) and self._since_seen > 0:
             found = self._confirmed(frame.image, found)  # a face not seen in the last frame: a new track
+            self._checked_at = frame.index
+        elif len(found) and self.finder is not None and frame.index - self._checked_at >= RECHECK_EVERY:
+            # A face followed (or held) from the last frame. MediaPipe's video mode goes on
+            # following a face it took on texture (a fist, then the background after a cut): our
+            # finder looks at the faces followed again every RECHECK_EVERY frames.
+            self._checked_at = frame.index
+            looks = [self._looks_like_a_face(frame.image, face) for face in found]
+            if not all(looks):
+                found = found[looks]
+                if held:
+                    held, self._hold = False, None
         by_finder = False
         if (len(found) == 0 and not held and self.finder is not None
                 and (self._since_seen % 5 == 4 or (self._by_finder and self._since_seen == 0))):
