@@ -147,10 +147,11 @@ class TrackStage:
         if len(found) and self._since_seen > 0:
             found = self._confirmed(frame.image, found)  # a face not seen in the last frame: a new track
             self._checked_at = frame.index
-        elif len(found) and self.finder is not None and frame.index - self._checked_at >= RECHECK_EVERY:
+        elif len(found) and self.finder is not None and abs(frame.index - self._checked_at) >= RECHECK_EVERY:
             # A face followed (or held) from the last frame. MediaPipe's video mode goes on
             # following a face it took on texture (a fist, then the background after a cut): our
-            # finder looks at the faces followed again every RECHECK_EVERY frames.
+            # finder looks at the faces followed again every RECHECK_EVERY frames (and at once when
+            # the frame count starts again, as with another source).
             self._checked_at = frame.index
             looks = [self._looks_like_a_face(frame.image, face) for face in found]
             if not all(looks):
