@@ -40,6 +40,13 @@ def _apart(five: np.ndarray, other: np.ndarray) -> float:
     return float(np.linalg.norm(five - other, axis=1).mean()) / max(float(np.linalg.norm(five[1] - five[0])), 1e-6)
 
 
+def _centred_window(five: np.ndarray, span: float) -> tuple[float, float, float]:
+    """(x0, y0, side) of the window centred on five points, ``span`` eye distances wide."""
+    side = span * max(float(np.linalg.norm(five[1] - five[0])), 1.0)
+    x, y = five.mean(axis=0)
+    return float(x - side / 2), float(y - side / 2), side
+
+
 class FinderError(RuntimeError):
     """The finder's model file is missing or is not a finder."""
 
@@ -100,8 +107,7 @@ class FaceFinder:
         if not faces:
             return np.zeros((0, 478, 2), np.float32)
         # A closer look: a window centred on each face, at the size it was trained best on.
-        closer = [(*(five.mean(axis=0) - CLOSER_SPAN / 2 * np.linalg.norm(five[1] - five[0])),
-                   CLOSER_SPAN * float(np.linalg.norm(five[1] - five[0]))) for five, _ in faces]
+        closer = [_centred_window(five, CLOSER_SPAN) for five, _ in faces]
         refined = [again if score >= SCORE_FLOOR and _apart(five, again) < 2 * AGREEMENT else five
                    for (five, _), (score, again) in zip(faces, self._run(image, closer))]
         return np.stack([self.landmarks_for(five) for five in refined]).astype(np.float32)
@@ -109,9 +115,7 @@ class FaceFinder:
     def face_score(self, image: np.ndarray, five: np.ndarray, spans) -> float:
         """The best score of windows centred on five points, ``spans`` eye distances wide: does
         the finder see a face where another detector put one?"""
-        centre, eye = five.mean(axis=0), max(float(np.linalg.norm(five[1] - five[0])), 1.0)
-        boxes = [(centre[0] - span * eye / 2, centre[1] - span * eye / 2, span * eye) for span in spans]
-        return max(score for score, _ in self._run(image, boxes))
+        return max(score for score, _ in self._run(image, [_centred_window(five, span) for span in spans]))
 
     def _run(self, image: np.ndarray, boxes) -> list[tuple[float, np.ndarray]]:
         """(score, five points in the picture's pixels) for each window (x0, y0, side)."""

@@ -147,14 +147,19 @@ def test_a_part_of_a_face_mediapipe_takes_for_a_face_gives_way_to_the_finders_fa
     assert face.landmarks[:, 0].mean() < 0.4 * picture.shape[1] and width(face) > 1.67 * width(ear)
 
 
+def _paste(scene: np.ndarray, cutout: np.ndarray, x: int, y: int) -> None:
+    """An RGBA cut-out laid over a float32 picture in place, its top left corner at (x, y)."""
+    h, w = cutout.shape[:2]
+    alpha = cutout[..., 3:4].astype(np.float32) / 255
+    scene[y:y + h, x:x + w] = scene[y:y + h, x:x + w] * (1 - alpha) + cutout[..., :3] * alpha
+
+
 def test_the_finder_reports_no_face_where_there_is_none():
     track = TrackStage(str(LANDMARKER), finder=_shipped())
     pictures = [background((1280, 720), seed) for seed in range(4)]
     hand = cv2.imread(str(sorted((DATA / "occluders" / "hands").glob("*.png"))[0]), cv2.IMREAD_UNCHANGED)
     scene = background((960, 540), 9).astype(np.float32)
-    hand = cv2.resize(hand, (300, int(300 * hand.shape[0] / hand.shape[1])))
-    alpha = hand[..., 3:4].astype(np.float32) / 255
-    scene[100:100 + hand.shape[0], 300:600] = scene[100:100 + hand.shape[0], 300:600] * (1 - alpha) + hand[..., :3] * alpha
+    _paste(scene, cv2.resize(hand, (300, int(300 * hand.shape[0] / hand.shape[1]))), 300, 100)
     pictures.append(scene.astype(np.uint8))
     for picture in pictures:
         assert _faces(track, picture) == []
@@ -288,10 +293,7 @@ def _face_free_stream(scenes: int) -> list[np.ndarray]:
             h = max(1, int(w * cutout.shape[0] / cutout.shape[1]))
             if h >= 700:
                 continue
-            cutout = cv2.resize(cutout, (w, h))
-            x, y = rng.integers(0, 1280 - w), rng.integers(0, 720 - h)
-            alpha = cutout[..., 3:4].astype(np.float32) / 255
-            scene[y:y + h, x:x + w] = scene[y:y + h, x:x + w] * (1 - alpha) + cutout[..., :3] * alpha
+            _paste(scene, cv2.resize(cutout, (w, h)), rng.integers(0, 1280 - w), rng.integers(0, 720 - h))
         frames += [np.clip(scene + rng.normal(0, 2, scene.shape), 0, 255).astype(np.uint8) for _ in range(30)]
     return frames
 
