@@ -76,11 +76,17 @@ def test_camera_that_never_comes_back_is_stopped_promptly(tmp_path, clip_frames)
     source = CameraSource(0, opener=camera.open)
     pipeline = Pipeline(source, None, resolve(), [])
     pipeline.start()
-    time.sleep(2.5)
+    # The five frames through (however busy the machine), then the camera gone a while.
+    deadline = time.monotonic() + 30
+    while (pipeline.frames_out + pipeline.dropped < 5 or not pipeline.errors) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
     started = time.monotonic()
     pipeline.stop(timeout=3.0)
     assert time.monotonic() - started < 1.5 and pipeline.alive_threads() == []
-    assert pipeline.frames_out == 5 and list(pipeline.errors) == ["camera 0 lost; reconnecting"]
+    # A live camera's frames go out or are dropped for newer ones when the machine is busy.
+    assert pipeline.frames_out + pipeline.dropped == 5 and pipeline.frames_out >= 1
+    assert list(pipeline.errors) == ["camera 0 lost; reconnecting"]
 
 
 def _earlier_file(folder: Path, clip_frames) -> tuple[Path, bytes]:

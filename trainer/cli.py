@@ -164,7 +164,7 @@ def cmd_quantize(args):
     from trainer.quantize import quantize
 
     result = quantize(args.onnx, args.data, args.out, count=args.count, percentile=args.percentile,
-                      float_outputs=args.float_outputs)
+                      float_outputs=args.float_outputs, weights=args.weights)
     ranges = "their extremes" if result["percentile"] >= 100 else f"the {result['percentile']}th percentile"
     kept = f"; in float: {', '.join(result['float'])}" if result["float"] else ""
     print(f"wrote {result['out']} (int8, calibrated on {result['calibration_crops']} validation crops, "
@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "100: their extremes (default: 99.99)")
     quantize.add_argument("--float-outputs", action=argparse.BooleanOptionalAction, default=True,
                           help="keep the convolutions that make the outputs in float (default: on)")
+    quantize.add_argument("--weights", choices=("s7", "s8", "u8"), default="s7",
+                          help="weights as int8 in 7 bits (s7), which every x86 CPU computes exactly; int8 in 8 bits "
+                               "(s8), which x86 CPUs without VNNI (AVX2 or AVX-512 alone) saturate; or uint8 (u8), "
+                               "exact everywhere but slower where VNNI is (default: s7)")
     quantize.set_defaults(handler=cmd_quantize)
 
     average = sub.add_parser("average", help="checkpoints -> one whose generator weights are their mean (runs "
