@@ -82,6 +82,27 @@ def test_a_face_cut_by_the_pictures_edge_keeps_its_eyes_and_loses_some_of_the_re
     assert 20 < mouth_cut < 150
 
 
+def test_a_lone_cut_out_is_drawn_as_large_as_a_face_near_the_windows_centre():
+    """``--lone``: a window without a face that shows a cut-out alone (a fist, a cup, glasses) as
+    large as a face would be, near the centre, as MediaPipe's "face" on a hand is looked at."""
+    from trainer.finder import WINDOW, WindowSamples
+    from trainer.occluders import OccluderBank
+
+    samples = object.__new__(WindowSamples)
+    samples.bank = OccluderBank.load(DATA / "occluders", "train")
+    base = np.full((WINDOW, WINDOW, 3), 128.0, np.float32)
+    rng = np.random.default_rng(0)
+    shares = []
+    for _ in range(60):
+        window = samples._lone_cutout(base, rng)
+        assert window.shape == base.shape
+        changed = np.abs(window - base).max(axis=2) > 2
+        ys, xs = np.nonzero(changed)
+        shares.append(changed.mean())
+        assert len(xs) and 0.15 < xs.mean() / WINDOW < 0.85 and 0.15 < ys.mean() / WINDOW < 0.85
+    assert min(shares) > 0.01 and np.median(shares) > 0.1
+
+
 def test_a_file_that_is_not_a_finder_is_a_clear_error(tmp_path):
     with pytest.raises(FinderError, match="not found"):
         FaceFinder(tmp_path / "missing.onnx")

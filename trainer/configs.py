@@ -198,6 +198,8 @@ class FinderConfig:
     cut: float = option(0.0, "share of faces shown cut by the picture's edge (a photo cut at the brows or "
                         "the lip, a face half out of the frame): only the part of the picture inside a "
                         "random box around the eyes", 0.0, 1.0)
+    lone: float = option(0.0, "share of the windows without a face that show a cut-out alone (a hand, a cup, "
+                         "a phone, glasses) as large as a face, near the centre and turned", 0.0, 1.0)
     validation: int = option(2000, "validation windows scored", 1, 100000)
     log_every: int = option(50, "steps between log lines", 1)
     workers: int = option(1, "window-making processes", 0, 128)

@@ -77,7 +77,7 @@ class WindowSamples(Dataset):
     points' ten coordinates in window widths; only a face's are learnt)."""
 
     def __init__(self, pairs_root, split: str, occluders, real_root=None, real_labels=None, exclude=(),
-                 real_share: float = 0.35, negative_share: float = 0.45, cut: float = 0.0):
+                 real_share: float = 0.35, negative_share: float = 0.45, cut: float = 0.0, lone: float = 0.0):
         self.pairs = [p for p in list_pairs(pairs_root, split) if p.landmarks is not None]
         if not self.pairs:
             raise FileNotFoundError(f"no {split} pairs with landmarks under {pairs_root}")
@@ -91,6 +91,7 @@ class WindowSamples(Dataset):
         self.real_share = real_share if self.real else 0.0
         self.negative_share = negative_share
         self.cut = cut
+        self.lone = lone
 
     def __len__(self):
         return 1 << 30
@@ -104,6 +105,24 @@ class WindowSamples(Dataset):
         base = cv2.resize(self._background(rng), (size, size), interpolation=cv2.INTER_LINEAR)
         picture, _mask = self.bank.render(base, landmarks, rng)
         return picture, five_points(landmarks).astype(np.float32)
+
+    def _lone_cutout(self, base, rng):
+        """A cut-out alone (a hand most often, or a cup, a phone, glasses) as large in the window as
+        a face would be, near its centre and turned: a fist or a hand held up with no face behind
+        it, which MediaPipe can take for a face and the app then asks the finder about."""
+        kinds = [k for k in ("hand", "object", "glasses") if self.bank.cutouts.get(k)]
+        kind = kinds[rng.choice(len(kinds), p=np.array([0.6, 0.3, 0.1][:len(kinds)]) / sum([0.6, 0.3, 0.1][:len(kinds)]))]
+        rgba = self.bank.cutouts[kind][rng.integers(len(self.bank.cutouts[kind]))]
+        h, w = rgba.shape[:2]
+        scale = rng.uniform(0.3, 1.0) * WINDOW / max(h, w)
+        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-45, 45), scale)
+        matrix[:, 2] += rng.uniform(0.3, 0.7, 2) * WINDOW - np.array([w / 2, h / 2])
+        if rng.random() < 0.5:
+            matrix[0] = -matrix[0]
+            matrix[0, 2] += WINDOW
+        layer = cv2.warpAffine(rgba, matrix, (WINDOW, WINDOW), flags=cv2.INTER_LINEAR).astype(np.float32)
+        alpha = layer[..., 3:4] / 255
+        return base * (1 - alpha) + layer[..., :3] * alpha
 
     def _face_picture(self, rng):
         """(picture, its five points): an occluded training crop, or a real masked photo."""
@@ -134,7 +153,9 @@ class WindowSamples(Dataset):
         negative = rng.random() < self.negative_share
         base = self._background(rng).astype(np.float32)
         kind = rng.random() if negative else 1.0
-        if kind < 0.3:
+        if negative and rng.random() < self.lone:
+            window, points, positive = self._lone_cutout(base, rng), None, False
+        elif kind < 0.3:
             window, points, positive = base, None, False
         else:
             cover_alone = kind < 0.6  # an occluder where a face would be, and no face
@@ -268,7 +289,7 @@ def fit(config) -> dict:
 
         exclude = {p.name for p in real_photos(config.real, 40, 0)}  # the e2e's real photos: never trained on
     train = WindowSamples(config.data, "train", config.occluders, config.real, config.real_labels, exclude,
-                          cut=config.cut)
+                          cut=config.cut, lone=config.lone)
     # Validation windows from the validation split (other seeds than training's if it has none).
     held = "validation" if any(p.landmarks for p in list_pairs(config.data, "validation")) else "train"
     valid = WindowSamples(config.data, held, config.occluders, config.real, config.real_labels, exclude)
