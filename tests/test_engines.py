@@ -245,8 +245,8 @@ def test_the_shipped_int8_generator_gives_what_the_float_one_gives_on_this_cpu()
     aligned as the app aligns them, on whatever CPU runs the tests. x86 CPUs without VNNI (AVX2
     or AVX-512 alone: AMD Zen 2/3, Intel before Ice Lake) sum pairs of uint8 x int8 products in
     16 bits, which saturates with 8-bit weights: there a file quantised that way restored crops
-    at about 21 dB from the float one's and took 3% of uncovered faces for covered (weights are
-    quantised to 7 bits since)."""
+    at about 21 dB from the float one's and flagged 3% of an uncovered crop's pixels as covered
+    (weights are quantised to 7 bits since)."""
     import cv2
 
     from deocc_live.landmarks import FaceLandmarks

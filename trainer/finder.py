@@ -110,8 +110,9 @@ class WindowSamples(Dataset):
         """A cut-out alone (a hand most often, or a cup, a phone, glasses) as large in the window as
         a face would be, near its centre and turned: a fist or a hand held up with no face behind
         it, which MediaPipe can take for a face and the app then asks the finder about."""
-        kinds = [k for k in ("hand", "object", "glasses") if self.bank.cutouts.get(k)]
-        kind = kinds[rng.choice(len(kinds), p=np.array([0.6, 0.3, 0.1][:len(kinds)]) / sum([0.6, 0.3, 0.1][:len(kinds)]))]
+        shares = {k: share for k, share in (("hand", 0.6), ("object", 0.3), ("glasses", 0.1)) if self.bank.cutouts.get(k)}
+        kinds = list(shares)
+        kind = kinds[rng.choice(len(kinds), p=np.array(list(shares.values())) / sum(shares.values()))]
         rgba = self.bank.cutouts[kind][rng.integers(len(self.bank.cutouts[kind]))]
         h, w = rgba.shape[:2]
         scale = rng.uniform(0.3, 1.0) * WINDOW / max(h, w)

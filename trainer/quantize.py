@@ -10,8 +10,8 @@ float too (higher: closer).
 Weights are int8 in 7 bits by default (ONNX Runtime's ``reduce_range``). x86 CPUs without VNNI
 (AVX2 or AVX-512 alone: AMD Zen 2 and 3, Intel before Ice Lake) sum pairs of uint8 x int8
 products in 16 bits, which saturates with 8-bit weights: on an AMD EPYC (Zen 3) the 8-bit file
-restored crops at about 21 dB from the float one's and took 3% of uncovered crops for covered;
-7-bit weights 36 dB and none (uint8 weights 38 dB, but slower where VNNI is)."""
+restored crops at about 21 dB from the float one's and flagged 3% of an uncovered crop's pixels
+as covered; 7-bit weights 36 dB and none (uint8 weights 38 dB, but slower where VNNI is)."""
 from __future__ import annotations
 
 import contextlib
@@ -69,6 +69,8 @@ def quantize(onnx_path: str | Path, data: str | Path, out: str | Path, count: in
     from engines.metadata import KEY
     from engines.atomic import atomic_write_bytes
 
+    if weights not in ("s7", "s8", "u8"):
+        raise ValueError(f"weights must be s7, s8 or u8, got {weights!r}")
     onnx_path, out = Path(onnx_path).resolve(), Path(out).resolve()
     model = onnx.load(str(onnx_path))
     metadata = json.loads({p.key: p.value for p in model.metadata_props}[KEY])
