@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from deocc_live.stages.align import five_points
 from engines.metadata import TEMPLATE
 from trainer.e2e import background
-from trainer.occluders import OccluderBank
+from trainer.occluders import OccluderBank, _pick
 from trainer.pairs import IMAGE_SUFFIXES, list_pairs, split_of
 
 WINDOW = 96
@@ -110,15 +110,14 @@ class WindowSamples(Dataset):
         """A cut-out alone (a hand most often, or a cup, a phone, glasses) as large in the window as
         a face would be, near its centre and turned: a fist or a hand held up with no face behind
         it, which MediaPipe can take for a face and the app then asks the finder about."""
-        shares = {k: share for k, share in (("hand", 0.6), ("object", 0.3), ("glasses", 0.1)) if self.bank.cutouts.get(k)}
-        kinds = list(shares)
-        kind = kinds[rng.choice(len(kinds), p=np.array(list(shares.values())) / sum(shares.values()))]
+        kind = _pick(rng, {k: share for k, share in (("hand", 0.6), ("object", 0.3), ("glasses", 0.1))
+                           if self.bank.cutouts.get(k)})
         rgba = self.bank.cutouts[kind][rng.integers(len(self.bank.cutouts[kind]))]
         h, w = rgba.shape[:2]
         scale = rng.uniform(0.3, 1.0) * WINDOW / max(h, w)
-        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-45, 45), scale)
-        matrix[:, 2] += rng.uniform(0.3, 0.7, 2) * WINDOW - np.array([w / 2, h / 2])
-        if rng.random() < 0.5:
+        angle = -math.radians(rng.uniform(-45, 45))
+        matrix = _similarity(np.array([[w / 2, h / 2]]), scale, angle, rng.uniform(0.3, 0.7, 2) * WINDOW)
+        if rng.random() < 0.5:  # mirrored
             matrix[0] = -matrix[0]
             matrix[0, 2] += WINDOW
         layer = cv2.warpAffine(rgba, matrix, (WINDOW, WINDOW), flags=cv2.INTER_LINEAR).astype(np.float32)
