@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 DEFAULT_GENERATOR = "deocc_gen.onnx"
-# Static int8 of the same generator: faster on CPUs, within 0.1 dB of it (assets/MODEL_CARD.md).
+# Static int8 of the same generator: faster on CPUs with int8 dot products (VNNI on x86), within
+# 0.1 dB of it (assets/MODEL_CARD.md).
 CPU_GENERATOR = "deocc_gen_int8.onnx"
 # Our own detector of covered faces MediaPipe misses (`deocc-train finder`; assets/FINDER_CARD.md).
 FINDER = "deocc_finder.onnx"
@@ -30,10 +31,12 @@ def find_asset(name: str) -> Path | None:
 
 
 def default_generator() -> Path:
-    """The int8 generator where ONNX Runtime runs on the CPU, the fp32 one where it has CUDA."""
-    from engines import has_cuda_provider
+    """The int8 generator where ONNX Runtime runs on a CPU whose int8 kernels are its fast ones;
+    the fp32 one where it has CUDA, or on an x86 CPU without VNNI (there the fp32 file is both the
+    faster and the exact one: README, "Int8 on CPUs without VNNI")."""
+    from engines import cpu_int8_is_fast, has_cuda_provider
 
-    if not has_cuda_provider():
+    if not has_cuda_provider() and cpu_int8_is_fast():
         path = find_asset(CPU_GENERATOR)
         if path is not None:
             return path

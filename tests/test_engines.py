@@ -273,3 +273,37 @@ def test_the_shipped_int8_generator_gives_what_the_float_one_gives_on_this_cpu()
             flagged.append(float((mask > 0.5).mean()) - float((mask_ref > 0.5).mean()))
     assert np.mean(psnr) > 30.0 and min(psnr) > 26.0, f"int8 against float: {np.mean(psnr):.1f} dB (lowest {min(psnr):.1f})"
     assert max(flagged) < 0.01, f"the int8 file takes {max(flagged):.1%} more of an uncovered face for covered"
+
+
+ZEN3_FLAGS = ("flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr "
+              "sse sse2 ht syscall nx mmxext fxsr_opt pdpe1gb rdtscp lm constant_tsc rep_good nopl nonstop_tsc cpuid "
+              "extd_apicid tsc_known_freq pni pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt aes "
+              "xsave avx f16c rdrand hypervisor lahf_lm cmp_legacy cr8_legacy abm sse4a misalignsse 3dnowprefetch "
+              "osvw topoext invpcid_single ssbd ibrs ibpb stibp vmmcall fsgsbase bmi1 avx2 smep bmi2 invpcid rdseed "
+              "adx smap clflushopt clwb sha_ni xsaveopt xsavec xgetbv1 xsaves clzero xsaveerptr rdpru wbnoinvd arat "
+              "npt nrip_save umip pku ospke vaes vpclmulqdq rdpid fsrm")
+
+
+def test_the_cpu_default_is_the_int8_file_only_where_int8_runs_on_vnni():
+    """The app's CPU default: int8 where the CPU has VNNI, fp32 on an x86 CPU without it (an AMD
+    EPYC Zen 3 here: int8 with 7-bit weights is slower than fp32 there, README). The flag lines
+    are real ones: AMD EPYC Zen 3 (AVX2 only), Intel Xeon Ice Lake (AVX-512 VNNI), Intel Core
+    Alder Lake (AVX-VNNI without AVX-512)."""
+    from deocc_live.assets import default_generator
+    from engines import cpu_int8_is_fast, has_cuda_provider, vnni_flag
+
+    ice_lake = ZEN3_FLAGS.replace("vaes vpclmulqdq", "avx512f avx512dq avx512cd avx512bw avx512vl avx512vbmi "
+                                  "umip pku ospke avx512_vbmi2 gfni vaes vpclmulqdq avx512_vnni avx512_bitalg")
+    alder_lake = ZEN3_FLAGS.replace("sha_ni", "sha_ni avx_vnni")
+    processors = f"processor\t: 0\nvendor_id\t: AuthenticAMD\n{ZEN3_FLAGS}\n\nprocessor\t: 1\n{ZEN3_FLAGS}\n"
+    assert vnni_flag(processors) is False
+    assert vnni_flag(ice_lake) is True and vnni_flag(alder_lake) is True
+    assert vnni_flag("processor\t: 0\nmodel name\t: Apple M2\n") is None
+    chosen = default_generator().name
+    if has_cuda_provider():
+        assert chosen == "deocc_gen.onnx"
+    else:
+        assert chosen == ("deocc_gen_int8.onnx" if cpu_int8_is_fast() else "deocc_gen.onnx"), chosen
+    here = Path("/proc/cpuinfo")
+    if here.is_file() and vnni_flag(here.read_text()) is False:  # this machine: no VNNI
+        assert chosen == "deocc_gen.onnx"
