@@ -1,6 +1,7 @@
 """The pipeline: capture -> track+align -> generate+memory+smooth -> blend+outputs, on their own
-threads joined by small queues. Live sources drop the oldest frame when a stage falls behind
-(lower frame rate, never growing latency); file sources never drop a frame.
+threads joined by small queues. Live sources drop the oldest frame at once when a stage falls
+behind (lower frame rate, never growing latency: no stage waits for a slower one downstream); file
+sources never drop a frame.
 
 The headless command, the GUI and the benchmark all run this one class."""
 from __future__ import annotations
@@ -52,17 +53,27 @@ class DropOldestQueue:
         self.dropped = 0
 
     def put(self, item, stop: threading.Event) -> bool:
-        while not stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                if self.drop and item is not _END:
+        """Live: at once, the oldest item dropped if the queue is full (a stage that falls behind
+        works on the newest frame, and no stage upstream waits for it). Files, and the end mark:
+        wait for room (until ``stop``)."""
+        if self.drop and item is not _END:
+            while not stop.is_set():
+                try:
+                    self._queue.put_nowait(item)
+                    return True
+                except queue.Full:
                     try:
                         self._queue.get_nowait()
                         self.dropped += 1
                     except queue.Empty:
                         pass
+            return False
+        while not stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
         return False
 
     def get(self, stop: threading.Event):
@@ -106,7 +117,7 @@ class RollingStats:
 
 class Pipeline:
     def __init__(self, source, engine, landmarker_path, outputs=(), settings: LiveSettings | None = None,
-                 on_frame=None, queue_size: int = 2):
+                 on_frame=None, queue_size: int | None = None):
         self.source = source
         self.outputs = list(outputs)
         self.settings = settings or LiveSettings()
@@ -131,6 +142,10 @@ class Pipeline:
         self.smooth = SmoothStage(self.settings)
         self.blend = BlendStage(self.settings)
         drop = source.live
+        # A live source's frames wait for a stage one at a time (the newest): a frame more in each
+        # queue is a frame interval more of latency when a stage falls behind the camera. A
+        # file's, two: no frame is dropped, and each stage finds the next one ready.
+        queue_size = queue_size or (1 if drop else 2)
         self._tracked = DropOldestQueue(queue_size, drop)
         self._captured = DropOldestQueue(queue_size, drop)
         self._generated = DropOldestQueue(queue_size, drop)

@@ -195,3 +195,38 @@ def test_news_is_kept_bounded_and_read_once(tmp_path, clip_frames):
     assert pipeline.news_since(seen) == (["generator failed"], 251)
     assert pipeline.news_since(251) == ([], 251)
     pipeline.track.close()
+
+
+class _SlowEngine:
+    """The real ONNX engine, made ``delay`` seconds slower a call: a CPU too slow for the camera
+    (the only stand-in here: a slower machine cannot be had on demand)."""
+
+    def __init__(self, engine, delay: float):
+        self.engine, self.delay, self.spec = engine, delay, engine.spec
+
+    def infer(self, batch):
+        time.sleep(self.delay)
+        return self.engine.infer(batch)
+
+    def close(self):
+        self.engine.close()
+
+
+def test_a_generator_slower_than_the_camera_costs_frames_not_latency(clip_frames, generator_onnx):
+    """A 30 FPS camera, and a generator that takes 90 ms a frame (11 FPS): the frames that come
+    out are the newest ones, shown about two generator runs after capture, however long it runs.
+    (When a full queue made its writer wait 50 ms before dropping, every stage upstream of the slow
+    one waited too, and the frames came out 350-400 ms late.)"""
+    from deocc_live.stages.capture import MemorySource
+
+    frames = [f for f in clip_frames] * 4  # 80 frames, 2.7 s
+    latencies = []
+    with open_engine(generator_onnx) as engine:
+        source = MemorySource(frames, fps=30.0, paced=True)
+        pipeline = Pipeline(source, _SlowEngine(engine, 0.09), resolve(), [],
+                            on_frame=lambda f: latencies.append(f.timings["end_to_end"]))
+        with pipeline:
+            assert pipeline.wait(60)
+    steady = latencies[len(latencies) // 3:]
+    assert pipeline.dropped > 30 and len(steady) > 5  # about two frames in three are dropped
+    assert np.median(steady) < 280, (np.median(steady), latencies)
