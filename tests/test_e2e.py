@@ -59,6 +59,36 @@ def test_scores_measure_what_they_say():
     assert summary["sharpness_acted"] == pytest.approx(blurred["laplacian"] / blurred["truth_laplacian"])
 
 
+def test_the_crop_ceiling_keeps_what_the_crop_holds_and_loses_what_is_finer():
+    """``through_the_crop``: the truth cut to the face's aligned crop and put back. A crop as fine
+    as the frame gives the truth back; one that takes four frame pixels to a crop pixel keeps the
+    picture's broad shapes and loses its fine texture."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(1)
+    fine = cv2.GaussianBlur(rng.integers(0, 255, (256, 256, 3)).astype(np.uint8), (0, 0), 0.7)
+    broad = cv2.resize(rng.integers(60, 200, (8, 8, 3)).astype(np.uint8), (256, 256), interpolation=cv2.INTER_CUBIC)
+    truth = cv2.addWeighted(fine, 0.3, broad, 0.7, 0)
+    covered = np.zeros((256, 256), bool)
+    covered[96:192, 64:192] = True
+    landmarks = np.array([[128.0, 128.0], [140.0, 150.0]], np.float32)
+
+    def frame_with(scale: float, size: int):
+        matrix = np.array([[scale, 0, 0], [0, scale, 0]], np.float64)
+        face = SimpleNamespace(matrix=matrix, crop=np.zeros((size, size, 3), np.uint8), landmarks=landmarks)
+        return SimpleNamespace(faces=[face])
+
+    assert e2e.through_the_crop(truth, covered, SimpleNamespace(faces=[])) is None
+    same = e2e.score(e2e.through_the_crop(truth, covered, frame_with(1.0, 256)), truth, covered)
+    assert same["psnr"] > 60 and same["laplacian"] == pytest.approx(same["truth_laplacian"], rel=1e-3)
+    coarse = e2e.score(e2e.through_the_crop(truth, covered, frame_with(0.25, 64)), truth, covered)
+    assert coarse["laplacian"] < 0.3 * coarse["truth_laplacian"] and 20 < coarse["psnr"] < same["psnr"]
+    rows = [{"acted": True, "crop_ceiling": coarse}, {"acted": False, "crop_ceiling": same}, {"acted": True}]
+    summary = e2e.ceiling_summary(rows)  # only scenes acted on, with a face
+    assert summary["scenes"] == 1 and summary["psnr"] == coarse["psnr"]
+    assert summary["sharpness_acted"] == pytest.approx(coarse["laplacian"] / coarse["truth_laplacian"])
+
+
 def test_occluders_are_placed_on_the_face_for_every_kind():
     from deocc_live.landmarks import FaceLandmarks
     from media import LANDMARKER
@@ -103,6 +133,12 @@ def test_end_to_end_run_through_the_app(tmp_path, generator_onnx):
         assert (tmp_path / name).stat().st_size > 100
     assert "| **all** |" in (tmp_path / "e2e.md").read_text()
     assert report["jpeg"] == 70 and "JPEG at quality 70" in (tmp_path / "e2e.md").read_text()
+    # What a perfect generator at the model's crop size would give: scored where a face was found.
+    assert all(("crop_ceiling" in row) == row["found"] for row in report["scenes"])
+    ceiling = report["ceiling"]
+    assert ceiling["scenes"] == sum(row["acted"] for row in report["scenes"])
+    assert ceiling["psnr"] > overall["ours"]["psnr"] + 5 and 0.1 < ceiling["sharpness_acted"] < 1
+    assert "A perfect generator at the model's crop size" in (tmp_path / "e2e.md").read_text()
 
 
 def test_pictures_as_a_camera_gives_them():

@@ -289,6 +289,14 @@ def test_the_card_says_what_the_last_stretch_trained_with(tiny_run, tiny_pairs, 
     card = (tmp_path / "CARD0.md").read_text()
     assert "no adversarial term" in card and "·adversarial" not in card
     assert "training pack" not in card  # trained from the pairs folder itself
+    # Written again where the data folder is gone: the faces it counted stay, not "?".
+    counted = next(line for line in card.splitlines() if line.startswith("Faces from"))
+    assert " ? pictures" not in counted
+    state["config"]["data"] = str(tmp_path / "gone")
+    write_card(state, json.loads((tmp_path / "eval.json").read_text()), tmp_path / "g.onnx", tmp_path / "CARD0.md")
+    assert counted in (tmp_path / "CARD0.md").read_text().splitlines()
+    write_card(state, json.loads((tmp_path / "eval.json").read_text()), tmp_path / "g.onnx", tmp_path / "NEW.md")
+    assert " ? pictures" in (tmp_path / "NEW.md").read_text()  # nothing to keep: unknown, said so
 
 
 def test_export_matches_torch_and_carries_metadata(tiny_run, tiny_onnx):

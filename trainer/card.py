@@ -76,6 +76,18 @@ def _refine_lines(state: dict) -> list[str]:
     return lines
 
 
+def _data_paragraph(card: Path) -> str | None:
+    """The "## Data" paragraph of an existing card, if it counts the faces (not "?")."""
+    if not card.is_file():
+        return None
+    lines = card.read_text().splitlines()
+    if "## Data" not in lines:
+        return None
+    at = lines.index("## Data") + 2
+    paragraph = lines[at] if at < len(lines) else ""
+    return paragraph if paragraph.startswith("Faces from") and " ? pictures" not in paragraph else None
+
+
 def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path, grid_name: str = "eval_grid.png",
                end_to_end: dict | None = None) -> None:
     from engines.atomic import atomic_write_bytes
@@ -83,6 +95,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
     config, model, data = state["config"], state["model"], state.get("data", {})
     summary_path = Path(config["data"]) / "summary.json"
     synth = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    kept_data = None if synth else _data_paragraph(Path(out))
     counts = synth.get("counts", {})
     hours = state.get("elapsed_s", 0.0) / 3600
     sources = []  # the runs this one was grown or fine-tuned from (--init-from), nearest first
@@ -217,6 +230,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
            if sources else "."),
         "",
     ]
+    if kept_data is not None:  # the data folder is gone: the counts the card already gives stay
+        lines[lines.index("## Data") + 2] = kept_data
     atomic_write_bytes(out, "\n".join(lines).encode())
 
 
