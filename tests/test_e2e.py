@@ -75,7 +75,8 @@ def test_the_crop_ceiling_keeps_what_the_crop_holds_and_loses_what_is_finer():
 
     def frame_with(scale: float, size: int):
         matrix = np.array([[scale, 0, 0], [0, scale, 0]], np.float64)
-        face = SimpleNamespace(matrix=matrix, crop=np.zeros((size, size, 3), np.uint8), landmarks=landmarks)
+        face = SimpleNamespace(matrix=matrix, inverse=cv2.invertAffineTransform(matrix),
+                               crop=np.zeros((size, size, 3), np.uint8), landmarks=landmarks)
         return SimpleNamespace(faces=[face])
 
     assert e2e.through_the_crop(truth, covered, SimpleNamespace(faces=[])) is None

@@ -489,15 +489,16 @@ def through_the_crop(truth: np.ndarray, covered: np.ndarray, frame) -> np.ndarra
     """The truth cut to the aligned crop of the app's face nearest the cover and put back, as the
     app puts a restored crop back: what a perfect generator at the model's crop size would give
     (nothing finer than the crop's pixels, no grain). None where the app found no face."""
-    faces = [face for face in frame.faces if face.matrix is not None and face.crop is not None]
+    from deocc_live.stages.align import warp_crop
+
+    faces = [face for face in frame.faces if face.matrix is not None and face.inverse is not None and face.crop is not None]
     if not faces:
         return None
     centre = np.argwhere(covered).mean(axis=0)[::-1]
     face = min(faces, key=lambda f: float(np.linalg.norm(f.landmarks[:, :2].mean(axis=0) - centre)))
-    size = face.crop.shape[0]
-    crop = cv2.warpAffine(truth, face.matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    crop = warp_crop(truth, face.matrix, face.crop.shape[0])  # the app's own cut
     back = truth.copy()
-    cv2.warpAffine(crop, cv2.invertAffineTransform(face.matrix), (truth.shape[1], truth.shape[0]), dst=back,
+    cv2.warpAffine(crop, face.inverse, (truth.shape[1], truth.shape[0]), dst=back,
                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
     return back
 
