@@ -269,19 +269,26 @@ def test_a_face_one_window_is_sure_of_is_found_when_another_backs_it_less_surely
         track.close()
 
 
-def test_a_face_mediapipe_puts_on_background_texture_is_dropped_when_the_finder_sees_none_there(monkeypatch):
-    """A validation scene of the e2e (seed 5: a celebrity's face, a face mask placed over it and
-    the picture faded into coloured noise): no look finds the covered face, and MediaPipe's
-    zoomed looks and its second look agree on a face in the noise beside it, where the generator
-    then painted a whole face. Our finder scores no face in windows centred there (under
-    FACE_FLOOR), so that face is dropped; with the check off it comes back."""
+@pytest.mark.parametrize("face, kind, seed, floor_before", [
+    ("celeba_crops/train_1748.jpg", "mask", 5, 0.0),
+    ("utkface/1_0_2_20161219161941534.jpg", "phone", 7, 0.1),
+])
+def test_a_face_mediapipe_puts_beside_the_face_is_dropped_when_the_finder_scores_it_under_the_floor(
+        monkeypatch, face, kind, seed, floor_before):
+    """Validation scenes of the e2e where MediaPipe puts a face beside the covered one, and the
+    generator then painted a whole face there. Seed 5: a celebrity's face, a face mask over it and
+    the picture faded into coloured noise; no look finds the covered face, and MediaPipe's zoomed
+    looks and its second look agree on a face in the noise beside it, which our finder scores as
+    no face. Seed 7: a baby, a phone over the face, and a face beside it that the finder scores
+    0.14 (faces on a face: 0.275 or more on six validation seeds, 0.40 or more on 240 real masked
+    photos). Under FACE_FLOOR (0.25) both are dropped; at the floor of before (none, then 0.1)
+    each comes back."""
     import deocc_live.stages.track as track_module
     from deocc_live.landmarks import FaceLandmarks
     from trainer.e2e import make_scene, scene_banks
 
     with FaceLandmarks(str(LANDMARKER)) as clean:
-        scene = make_scene(DATA / "faces" / "celeba_crops" / "train_1748.jpg", "mask", 5, (1280, 720),
-                           scene_banks(DATA / "occluders"), clean)
+        scene = make_scene(DATA / "faces" / face, kind, seed, (1280, 720), scene_banks(DATA / "occluders"), clean)
     assert scene is not None
     track = TrackStage(str(LANDMARKER), finder=_shipped())
     try:
@@ -289,36 +296,11 @@ def test_a_face_mediapipe_puts_on_background_texture_is_dropped_when_the_finder_
             return [face for face in _faces(track, scene.frame)
                     if not scene.face[tuple(np.clip(face.landmarks.mean(axis=0).astype(int)[::-1], 0, (719, 1279)))]]
         assert off_the_face() == []
-        monkeypatch.setattr(track_module, "FACE_FLOOR", 0.0)
+        monkeypatch.setattr(track_module, "FACE_FLOOR", floor_before)
         assert len(off_the_face()) == 1
     finally:
         track.close()
 
-
-
-def test_a_face_the_finder_scores_under_a_quarter_is_dropped(monkeypatch):
-    """A validation scene of the e2e (seed 7: a baby, a phone over the face): MediaPipe puts a face
-    beside the real one, and the finder, in windows centred on it, scores it 0.14 (faces on the
-    face: 0.275 or more on six validation seeds, 0.40 or more on 240 real masked photos). Under
-    FACE_FLOOR (0.25) it is dropped; at the floor of before (0.1) it comes back."""
-    import deocc_live.stages.track as track_module
-    from deocc_live.landmarks import FaceLandmarks
-    from trainer.e2e import make_scene, scene_banks
-
-    with FaceLandmarks(str(LANDMARKER)) as clean:
-        scene = make_scene(DATA / "faces" / "utkface" / "1_0_2_20161219161941534.jpg", "phone", 7, (1280, 720),
-                           scene_banks(DATA / "occluders"), clean)
-    assert scene is not None
-    track = TrackStage(str(LANDMARKER), finder=_shipped())
-    try:
-        def off_the_face():
-            return [face for face in _faces(track, scene.frame)
-                    if not scene.face[tuple(np.clip(face.landmarks.mean(axis=0).astype(int)[::-1], 0, (719, 1279)))]]
-        assert off_the_face() == []
-        monkeypatch.setattr(track_module, "FACE_FLOOR", 0.1)
-        assert len(off_the_face()) == 1
-    finally:
-        track.close()
 
 def _face_free_stream(scenes: int) -> list[np.ndarray]:
     """Face-free scenes held for 30 frames each (camera noise on every frame): coloured noise with
