@@ -269,12 +269,12 @@ def test_a_face_one_window_is_sure_of_is_found_when_another_backs_it_less_surely
         track.close()
 
 
-@pytest.mark.parametrize("face, kind, seed, floor_before", [
+@pytest.mark.parametrize("picture, kind, seed, floor_before", [
     ("celeba_crops/train_1748.jpg", "mask", 5, 0.0),
     ("utkface/1_0_2_20161219161941534.jpg", "phone", 7, 0.1),
 ])
 def test_a_face_mediapipe_puts_beside_the_face_is_dropped_when_the_finder_scores_it_under_the_floor(
-        monkeypatch, face, kind, seed, floor_before):
+        monkeypatch, picture, kind, seed, floor_before):
     """Validation scenes of the e2e where MediaPipe puts a face beside the covered one, and the
     generator then painted a whole face there. Seed 5: a celebrity's face, a face mask over it and
     the picture faded into coloured noise; no look finds the covered face, and MediaPipe's zoomed
@@ -288,7 +288,7 @@ def test_a_face_mediapipe_puts_beside_the_face_is_dropped_when_the_finder_scores
     from trainer.e2e import make_scene, scene_banks
 
     with FaceLandmarks(str(LANDMARKER)) as clean:
-        scene = make_scene(DATA / "faces" / face, kind, seed, (1280, 720), scene_banks(DATA / "occluders"), clean)
+        scene = make_scene(DATA / "faces" / picture, kind, seed, (1280, 720), scene_banks(DATA / "occluders"), clean)
     assert scene is not None
     track = TrackStage(str(LANDMARKER), finder=_shipped())
     try:
