@@ -9,6 +9,7 @@ import sys
 from dataclasses import MISSING, fields
 
 from deocc_live.settings import OneLineParser, Setting
+from trainer.quantize import WEIGHTS
 
 
 def _ranged(kind, name: str, low, high):
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "100: their extremes (default: 99.99)")
     quantize.add_argument("--float-outputs", action=argparse.BooleanOptionalAction, default=True,
                           help="keep the convolutions that make the outputs in float (default: on)")
-    quantize.add_argument("--weights", choices=("s7", "s8", "u8"), default="s7",
+    quantize.add_argument("--weights", choices=WEIGHTS, default="s7",
                           help="weights as int8 in 7 bits (s7), which every x86 CPU computes exactly; int8 in 8 bits "
                                "(s8), which x86 CPUs without VNNI (AVX2 or AVX-512 alone) saturate; or uint8 (u8), "
                                "exact everywhere but slower where VNNI is (default: s7)")

@@ -541,7 +541,6 @@ def score_clean(scene: Scene, picture: np.ndarray, frame, blend) -> dict:
 def clean_summary(rows: list[dict]) -> dict:
     """The uncovered faces: how many, the share found, the share left alone (at most
     CLEAN_CHANGED_SHARE of the face changed), and the mean share of the face taken for covered."""
-    rows = [r for r in rows if "clean_changed" in r]
     if not rows:
         return {}
     return {"faces": len(rows), "found": float(np.mean([r["clean_found"] for r in rows])),

@@ -117,9 +117,6 @@ class WindowSamples(Dataset):
         scale = rng.uniform(0.3, 1.0) * WINDOW / max(h, w)
         angle = -math.radians(rng.uniform(-45, 45))
         matrix = _similarity(np.array([[w / 2, h / 2]]), scale, angle, rng.uniform(0.3, 0.7, 2) * WINDOW)
-        if rng.random() < 0.5:  # mirrored
-            matrix[0] = -matrix[0]
-            matrix[0, 2] += WINDOW
         layer = cv2.warpAffine(rgba, matrix, (WINDOW, WINDOW), flags=cv2.INTER_LINEAR).astype(np.float32)
         alpha = layer[..., 3:4] / 255
         return base * (1 - alpha) + layer[..., :3] * alpha

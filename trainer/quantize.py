@@ -22,6 +22,8 @@ from pathlib import Path
 
 from trainer.pairs import list_pairs, read_pair
 
+WEIGHTS = ("s7", "s8", "u8")  # int8 in 7 bits, int8 in 8 bits, uint8 (see the module's note)
+
 
 class _CropReader:
     def __init__(self, batches):
@@ -69,8 +71,8 @@ def quantize(onnx_path: str | Path, data: str | Path, out: str | Path, count: in
     from engines.metadata import KEY
     from engines.atomic import atomic_write_bytes
 
-    if weights not in ("s7", "s8", "u8"):
-        raise ValueError(f"weights must be s7, s8 or u8, got {weights!r}")
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     onnx_path, out = Path(onnx_path).resolve(), Path(out).resolve()
     model = onnx.load(str(onnx_path))
     metadata = json.loads({p.key: p.value for p in model.metadata_props}[KEY])
