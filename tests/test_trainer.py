@@ -573,6 +573,49 @@ def test_printed_masks_are_painted_inside_the_mask_only_and_deterministic():
     assert np.abs(rgb - plain_rgb).max() > 40
 
 
+def test_thin_frames_are_drawn_around_the_eyes_and_thin_glasses_are_not_put_aside():
+    """``--frames``: glasses drawn as thin frames lie around the eyes, cover a thin share of the
+    face, and reach the trainer: a cover of glasses needs only LEAST_COVERED (1%) of the face,
+    where one of 4% would put most thin frames (and the thin cut-outs) aside for another kind."""
+    from deocc_live.landmarks import FaceLandmarks, face_outline_region
+    from media import LANDMARKER
+    from trainer import occluders
+
+    bank = occluders.OccluderBank.load(DATA / "occluders", "train")
+    face = cv2.resize(cv2.imread(str(sorted((DATA / "faces" / "utkface").glob("*.jpg"))[0])), (128, 128))
+    with FaceLandmarks(LANDMARKER) as finder:
+        landmarks = finder.detect(face)[0]
+    region = face_outline_region(landmarks, (128, 128)).astype(bool)
+    eyes_y = landmarks[list(occluders.EYE_OUTER), 1].mean()
+    nose_y, brow_y = landmarks[occluders.NOSE_TIP, 1], landmarks[list(occluders.BROW_TOP), 1].mean()
+    shares = []
+    for seed in range(16):
+        rgb, alpha = occluders._frames(landmarks, 128, np.random.default_rng(seed))
+        rows = np.nonzero((alpha > 0.3).any(axis=1))[0]
+        assert brow_y - 8 < rows.min() and rows.max() < nose_y  # between the brows and the nose tip
+        assert abs(np.average(np.arange(128), weights=alpha.sum(axis=1)) - eyes_y) < 10
+        shares.append(float((alpha * region).sum() / region.sum()))
+        again = occluders._frames(landmarks, 128, np.random.default_rng(seed))[1]
+        assert np.array_equal(alpha, again)
+    assert max(shares) < 0.15 and sum(share < 0.04 for share in shares) >= 3
+    # Each render keeps the first frame it draws (thin or not) rather than drawing again: about
+    # one draw a render (a second occluder on 15% of them), where a floor of 4% would draw half
+    # of them again.
+    bank.frames = 1.0
+    draws = []
+    bank._draw = lambda *args: draws.append(args[0]) or occluders.OccluderBank._draw(bank, *args)
+    for seed in range(16):
+        _picture, mask = bank.render(face, landmarks, np.random.default_rng(seed), kind="glasses")
+        assert mask[region].max() > 60  # a frame on the face (a rimless one is faint)
+    assert len(draws) <= 21, draws
+    del bank._draw
+    # With frames off (the default), glasses are the cut-outs, drawn as before.
+    bank.frames, drawn_rng, plain_rng = 0.0, np.random.default_rng(5), np.random.default_rng(5)
+    bank._draw("glasses", landmarks, 128, drawn_rng, face)
+    bank._cutout("glasses", landmarks, 128, plain_rng)
+    assert drawn_rng.random() == plain_rng.random()
+
+
 def test_a_log_begun_by_an_older_trainer_gains_the_new_columns(tiny_run, tiny_pairs, tmp_path):
     """Resuming a run whose log.csv has fewer columns (before the detail loss) rewrites it once,
     when the run starts, with today's columns, its rows kept, so the rows appended line up."""

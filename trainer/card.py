@@ -129,6 +129,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         f"training sample ({'online' if data.get('online_occlusion') else 'fixed pairs'})"
         + (f", {100 * config['printed']:g}% of face masks with a print on them in the last stretch (a mouth, bold shapes)"
            if config.get('printed') and data.get('online_occlusion') else "")
+        + (f", {100 * config['frames']:g}% of glasses drawn as thin frames in the last stretch"
+           if config.get('frames') and data.get('online_occlusion') else "")
         + ". About one cut-out or mask "
         "template in four is held back from training for the end-to-end evaluation (`trainer.occluders.held_out`). "
         "Training crops replay the crop errors measured when the landmarks come from the covered face "
@@ -200,6 +202,7 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + f"--lr {config['lr']} --lr-d {config['lr_d']} --adv {config['adv']} --detail {config.get('detail', 0.0)} "
         f"--feature-match {config.get('feature_match', 0.0)} --printed {config.get('printed', 0.0)} --crop-jitter {config.get('crop_jitter', 0.0)} "
         f"--degrade {config.get('degrade', 0.0)} --uncovered {config.get('uncovered', 0.0)} --recall {config.get('recall', 0.7)}"
+        + (f" --frames {config['frames']}" if config.get('frames') else "")
         + (f" --colour {config['colour']}" if config.get('colour') else "")
         + (f" --hole-mean {config['hole_mean']}" if config.get('hole_mean') else "")
         + (f" --mse {config['mse']}" if config.get('mse') else "")

@@ -50,6 +50,8 @@ class FitConfig:
     hole: float = option(4.0, "extra L1 weight inside the covered region", 0.0)
     recall: float = option(0.7, "weight of missed covered pixels in the mask's Tversky loss (0.5: Dice)", 0.0, 1.0)
     printed: float = option(0.0, "share of online face masks with a print on them (a mouth, bold shapes; 0: none)", 0.0, 1.0)
+    frames: float = option(0.0, "share of online glasses drawn as thin frames (procedural rims, bridge and temples; "
+                           "0: cut-outs only)", 0.0, 1.0)
     feature_match: float = option(0.0, "weight of discriminator feature matching: the L1 between the discriminator's "
                                   "activations on the truth and on ours (0: none; trains the discriminator)", 0.0)
     detail: float = option(0.0, "weight of the local detail loss where covered: as much fine detail as the truth has nearby (0: none)", 0.0)

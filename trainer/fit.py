@@ -146,6 +146,7 @@ class Trainer:
 
             bank = OccluderBank.load(occluders)
             bank.printed = config.printed
+            bank.frames = config.frames
         from trainer import misalign
 
         self.train_set = PairDataset(config.data, "train", config.size or None, bank=bank, augment=True,
