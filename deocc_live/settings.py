@@ -127,3 +127,14 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         sys.exit(2)
+
+
+def parse_camera(text: str) -> int:
+    """A camera index, 0-99 (OpenCV's device numbers)."""
+    try:
+        index = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"camera must be an index such as 0, got '{text}'") from None
+    if not 0 <= index <= 99:
+        raise argparse.ArgumentTypeError(f"camera index out of range (0-99): {text}")
+    return index

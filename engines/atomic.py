@@ -32,3 +32,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def temp_beside(path: str | Path, suffix: str = ".tmp") -> Path:
+    """A new, empty temporary file in ``path``'s folder with a name of its own (``.NAME.XXXX`` +
+    ``suffix``): two runs writing the same target never share one, and no other file is reused."""
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    return Path(temp)
+
+
+def replace_from(temp: str | Path, path: str | Path) -> None:
+    """Rename a finished temporary file over ``path``, with the permissions a plain open() would
+    have given it (a temporary file is made readable by its owner only)."""
+    os.chmod(temp, 0o666 & ~_UMASK)
+    os.replace(temp, path)

@@ -173,18 +173,61 @@ def test_unwritable_output_is_an_error(clip, generator_onnx, tmp_path):
     assert "does not exist" in line
 
 
-def test_output_file_is_replaced_only_when_complete(clip, generator_onnx, tmp_path):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGHUP"])
+def test_output_file_is_replaced_only_when_complete(stop, clip, generator_onnx, tmp_path):
+    """A file job stopped (Ctrl-C, or its terminal closed) keeps the earlier file and says that
+    nothing was written; no temporary file is left."""
+    long_clip = write_video(tmp_path / "long.mp4", clip[1] * 40)  # 960 frames: far more than 6 s of work
     out = tmp_path / "out.mp4"
     out.write_bytes(b"earlier result")
-    process = subprocess.Popen([sys.executable, "-m", "deocc_live.cli", "--input", str(clip[0]), "--loop", "--output", str(out),
+    process = subprocess.Popen([sys.executable, "-m", "deocc_live.cli", "--input", str(long_clip), "--output", str(out),
                                 "--engine", str(generator_onnx)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(6)
     started = time.monotonic()
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=30)
-    assert time.monotonic() - started < 3.0, "Ctrl-C took too long"
+    process.send_signal(getattr(signal, stop))
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - started < 3.0, "stopping took too long"
+    assert process.returncode != 0
     assert out.read_bytes() == b"earlier result"  # an interrupted file job keeps the earlier file
+    assert "not written; the earlier" in stderr and "wrote" not in stderr, stderr[-500:]
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_the_input_is_never_the_output(clip, generator_onnx, tmp_path):
+    """An output that would overwrite the input (the same file, by any path; the same folder), a
+    folder of results inside the folder read, a file name for a folder's results, a video over a
+    folder, and --loop with a file (which never ends) are refused before any work, each in one
+    line, and leave every file as it was."""
+    picture = tmp_path / "in" / "face.jpg"
+    picture.parent.mkdir()
+    cv2.imwrite(str(picture), occluded_frame(face_files(1)[0])[1])
+    before = picture.read_bytes()
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(clip[0].read_bytes())
+    (tmp_path / "folder.mp4").mkdir()
+    cases = [(["--input", picture, "--output", picture], "is the input"),
+             (["--input", picture, "--output", tmp_path / "in" / ".." / "in" / "face.jpg"], "is the input"),
+             (["--input", video, "--output", video], "is the input"),
+             (["--input", picture.parent, "--output", picture.parent], "is the input"),
+             (["--input", picture.parent, "--output", picture.parent / "restored"], "inside the input folder"),
+             (["--input", picture.parent, "--output", tmp_path / "restored.jpg"], "looks like a file name"),
+             (["--input", video, "--output", tmp_path / "folder.mp4"], "is a folder"),
+             (["--input", video, "--output", tmp_path / "out.mpg"], "unsupported video output"),
+             (["--input", video, "--output", tmp_path / "out.mp4", "--loop"], "--loop"),
+             (["--input", "", "--output", tmp_path / "out.jpg"], "--input is empty")]
+    for args, reason in cases:
+        line = _one_line_error(deocc(*args, "--engine", generator_onnx, timeout=120))
+        assert reason in line, line
+    assert picture.read_bytes() == before and video.read_bytes() == clip[0].read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "folder.mp4", "in"]
+    assert [p.name for p in picture.parent.iterdir()] == ["face.jpg"]
+
+
+def test_a_camera_index_out_of_range_is_refused():
+    for index in ("-1", "100", "99999999999"):
+        result = deocc("--camera", index, "--output", "never.mp4")
+        assert result.returncode == 2 and "camera index out of range (0-99)" in result.stderr
+        assert "Traceback" not in result.stderr and not (ROOT / "never.mp4").exists()
 
 
 def test_camera_that_does_not_exist(generator_onnx):
@@ -292,3 +335,44 @@ def test_one_command_shows_its_subcommands():
     gui = subprocess.run([sys.executable, "-m", "deocc_live.gui.app", "--help"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert gui.returncode == 0 and "--smoothing" in gui.stdout  # deocc-live-gui
+
+
+def test_a_slow_clip_keeps_its_rate_and_two_writers_of_one_file_never_share_a_temporary(clip, generator_onnx, tmp_path):
+    """The output keeps the input's frame rate, even one under 1 frame/s (a time-lapse); each
+    video output writes under a temporary name of its own (two runs to one target, or an input
+    that happens to bear the old fixed name, never collide), and the finished file gets the
+    permissions a plain file would."""
+    from types import SimpleNamespace
+
+    from deocc_live.stages.outputs import VideoFileOutput
+
+    slow = write_video(tmp_path / "slow.mp4", clip[1][:4], fps=0.5)
+    out = tmp_path / "out.mp4"
+    result = deocc("--input", slow, "--output", out, "--engine", generator_onnx, timeout=120)
+    assert result.returncode == 0, result.stderr[-500:]
+    capture = cv2.VideoCapture(str(out))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(0.5, abs=0.01)
+    capture.release()
+    first, second = (VideoFileOutput(tmp_path / "same.mp4", 30.0, (64, 48)) for _ in range(2))
+    assert first.partial != second.partial and first.partial.parent == tmp_path
+    for value, writer in ((40, first), (200, second)):
+        for _ in range(3):
+            writer.write(SimpleNamespace(output=np.full((48, 64, 3), value, np.uint8)))
+    first.close()
+    second.close()
+    frames = read_video(tmp_path / "same.mp4")
+    assert len(frames) == 3 and abs(int(frames[0].mean()) - 200) < 8  # the last one to finish, whole
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "same.mp4").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_a_folder_with_no_readable_picture_is_an_error_and_leaves_no_folder(generator_onnx, tmp_path):
+    pictures = tmp_path / "in"
+    pictures.mkdir()
+    (pictures / "a.jpg").write_bytes(b"not a picture")
+    (pictures / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    line = _one_line_error(deocc("--input", pictures, "--output", tmp_path / "out", "--engine", generator_onnx))
+    assert "no picture in" in line
+    assert not (tmp_path / "out").exists()

@@ -1169,3 +1169,32 @@ def test_snapshots_keep_each_checkpoints_ema_generator_to_choose_from(tiny_pairs
                      "--resume", "--steps", "6")
     assert resumed.returncode != 0 and "is a snapshot" in resumed.stderr
     assert "Traceback" not in resumed.stderr and len(resumed.stderr.strip().splitlines()) == 1
+
+
+def test_trainer_outputs_never_overwrite_their_inputs_nor_leave_a_rejected_file(tiny_run, tmp_path):
+    """export, quantize and average check their outputs before any work: the suffix each writes,
+    and that no output is an input (the checkpoint a user trained for hours) or another output;
+    quantize names a file that is not a generator (unreadable, no metadata, already int8)."""
+    checkpoint_copy = tmp_path / "last.ckpt"
+    shutil.copy(tiny_run / "last.ckpt", checkpoint_copy)
+    before = checkpoint_copy.read_bytes()
+    generator = ROOT / "assets" / "deocc_gen.onnx"
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(generator.read_bytes()[:5000])
+    cases = [(["export", "--ckpt", checkpoint_copy, "--onnx", checkpoint_copy], "--onnx must name a .onnx file"),
+             (["export", "--ckpt", checkpoint_copy, "--onnx", tmp_path / "gen.txt"], "--onnx must name a .onnx file"),
+             (["export", "--ckpt", checkpoint_copy, "--onnx", tmp_path / "a.onnx", "--fp16", tmp_path / "a.onnx"],
+              "two outputs name the same file"),
+             (["average", "--ckpt", checkpoint_copy, tiny_run / "last.ckpt", "--out", checkpoint_copy], "it would be overwritten"),
+             (["quantize", "--onnx", broken, "--data", tmp_path, "--out", broken], "it would be overwritten"),
+             (["quantize", "--onnx", broken, "--data", tmp_path, "--out", tmp_path / "q.onnx"], "not a readable ONNX model"),
+             (["quantize", "--onnx", ROOT / "assets" / "deocc_finder.onnx", "--data", tmp_path, "--out", tmp_path / "q.onnx"],
+              "no generator metadata"),
+             (["quantize", "--onnx", ROOT / "assets" / "deocc_gen_int8.onnx", "--data", tmp_path, "--out", tmp_path / "q.onnx"],
+              "already int8")]
+    for args, reason in cases:
+        result = _train(*map(str, args), timeout=300)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-800:]
+        assert reason in result.stderr, result.stderr[-800:]
+    assert checkpoint_copy.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.onnx", "last.ckpt"]

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from deocc_live.settings import OneLineParser, Setting
 from trainer.quantize import WEIGHTS
@@ -127,9 +128,28 @@ def cmd_misalign(args):
           f"{result['covered_faces']} covered faces; {summary}")
 
 
+def _outputs_apart(inputs: list[tuple[str, str | None]], outputs: dict[str, tuple[str | None, str]]) -> None:
+    """Before any work: each output (option: (path, the suffix it must have)) has its suffix and is
+    none of the inputs nor another output, so that no run writes over what it reads or leaves a
+    file it then rejects."""
+    given = {option: (path, suffix) for option, (path, suffix) in outputs.items() if path}
+    for option, (path, suffix) in given.items():
+        if Path(path).suffix.lower() != suffix:
+            raise ValueError(f"{option} must name a {suffix} file, got {path}")
+        for other, source in inputs:
+            if source and os.path.realpath(path) == os.path.realpath(source):
+                raise ValueError(f"{option} is {other} ({source}): it would be overwritten; choose another path")
+    paths = [os.path.realpath(path) for path, _suffix in given.values()]
+    if len(set(paths)) < len(paths):
+        raise ValueError("two outputs name the same file")
+
+
 def cmd_export(args):
     from trainer.export import export_onnx
 
+    _outputs_apart([("--ckpt", args.ckpt), ("--eval-report", args.eval_report), ("--e2e-report", args.e2e_report)],
+                   {"--onnx": (args.onnx, ".onnx"), "--fp16": (args.fp16, ".onnx"), "--pt": (args.pt, ".pt"),
+                    "--card": (args.card, ".md")})
     report = json.loads(open(args.eval_report).read()) if args.eval_report else None
     evaluation = None
     if report:
@@ -164,6 +184,7 @@ def cmd_export(args):
 def cmd_quantize(args):
     from trainer.quantize import quantize
 
+    _outputs_apart([("--onnx", args.onnx)], {"--out": (args.out, ".onnx")})
     result = quantize(args.onnx, args.data, args.out, count=args.count, percentile=args.percentile,
                       float_outputs=args.float_outputs, weights=args.weights)
     ranges = "their extremes" if result["percentile"] >= 100 else f"the {result['percentile']}th percentile"
@@ -185,6 +206,7 @@ def cmd_refine(args):
 def cmd_average(args):
     from trainer.checkpoint import average
 
+    _outputs_apart([("--ckpt", path) for path in args.ckpt], {"--out": (args.out, ".ckpt")})
     state = average(args.ckpt, args.out)
     runs = ", ".join(f"step {run['step']:,} (seed {run['seed']})" for run in state["averaged"])
     print(f"wrote {args.out}: the mean of {len(state['averaged'])} generators: {runs}")

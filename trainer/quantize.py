@@ -74,8 +74,16 @@ def quantize(onnx_path: str | Path, data: str | Path, out: str | Path, count: in
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     onnx_path, out = Path(onnx_path).resolve(), Path(out).resolve()
-    model = onnx.load(str(onnx_path))
-    metadata = json.loads({p.key: p.value for p in model.metadata_props}[KEY])
+    try:
+        model = onnx.load(str(onnx_path))
+    except Exception as error:  # onnx raises protobuf's DecodeError, among others
+        raise ValueError(f"{onnx_path}: not a readable ONNX model ({type(error).__name__})") from None
+    described = {p.key: p.value for p in model.metadata_props}.get(KEY)
+    if described is None:
+        raise ValueError(f"{onnx_path}: no generator metadata (export it with `deocc-train export`)")
+    metadata = json.loads(described)
+    if metadata.get("precision") == "int8":
+        raise ValueError(f"{onnx_path} is already int8: quantise the float file `deocc-train export` wrote")
     size = metadata["crop_size"]
     batches = calibration_batches(data, size, count)
     # ONNX Runtime's quantiser writes scratch files (sym_shape_infer_temp.onnx, <uuid>.data) into

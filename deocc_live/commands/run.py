@@ -5,9 +5,10 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from deocc_live.commands.options import add_engine_options, open_engine_for, parse_size
-from deocc_live.settings import SETTINGS
+from deocc_live.settings import SETTINGS, parse_camera
 
 EPILOG = """keys in the preview: space or t toggles the effect, m the mask overlay, q or Esc quits.
 SIGUSR1 toggles the effect too (kill -USR1 PID)."""
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The filter's options (they are also the top-level options of `deocc-live`)."""
     parser.add_argument("--input", help="video file, image file or folder of images (default: the camera)")
     parser.add_argument("--output", help="output file (video or image) or folder, same size and rate as the input")
-    parser.add_argument("--camera", type=int, help="camera index (default 0)")
+    parser.add_argument("--camera", type=parse_camera, help="camera index, 0-99 (default 0)")
     parser.add_argument("--size", type=parse_size, help="camera size, e.g. 1280x720")
     SETTINGS["fps"].add_to(parser)
     add_engine_options(parser, unset=True)
@@ -51,12 +52,16 @@ def run(args) -> int:
     if args.preview and missing_display(qt=False):
         raise RuntimeError(f"--preview needs a display: {missing_display(qt=False)}; "
                            "write the result with --output FILE instead")
-    from deocc_live.stages.capture import open_source
+    from deocc_live.stages.capture import SourceError, open_source
     from deocc_live.landmark_model import resolve
-    from deocc_live.stages.outputs import OutputError, VirtualCameraOutput, open_file_output
+    from deocc_live.stages.outputs import OutputError, VideoFileOutput, VirtualCameraOutput, open_file_output
     from deocc_live.pipeline import Pipeline
     from deocc_live.settings import LiveSettings
 
+    if args.input is not None and not args.input.strip():
+        raise SourceError("--input is empty: give a video, a picture or a folder (or leave it out for the camera)")
+    if args.loop and args.output:
+        raise ValueError("--loop plays the input forever, so --output would never be finished: drop one of them")
     landmarker = resolve(args.landmarker)
     engine = open_engine_for(args)
     source = pipeline = None
@@ -66,7 +71,7 @@ def run(args) -> int:
         source = open_source(args.input if args.input else args.camera, size=args.size, fps=args.fps, loop=args.loop,
                              realtime=realtime)
         if args.output:
-            outputs.append(open_file_output(args.output, source))
+            outputs.append(open_file_output(args.output, source, input_path=args.input or None))
         want_camera = args.virtual_camera if args.virtual_camera is not None else not args.output
         if want_camera:
             try:
@@ -100,7 +105,13 @@ def run(args) -> int:
     failed = getattr(source, "failed", [])
     for path, reason in failed:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    if args.output:
+    video = next((output for output in outputs if isinstance(output, VideoFileOutput)), None)
+    if failed and pipeline.frames_out == 0:
+        print(f"deocc-live: error: no picture in {args.input} could be read", file=sys.stderr)
+    elif video is not None and not video.kept:  # stopped before the end: the unfinished file is dropped
+        earlier = f"; the earlier {args.output} is kept" if Path(args.output).exists() else ""
+        print(f"deocc-live: stopped before the end: {args.output} not written{earlier}", file=sys.stderr)
+    elif args.output:
         print(f"wrote {pipeline.frames_out} frame(s) to {args.output}", file=sys.stderr)
     return 0 if complete and not (failed and pipeline.frames_out == 0) else 1
 
@@ -117,7 +128,7 @@ def _drive(pipeline, preview: bool) -> bool:
         state = pipeline.toggle()
         print(f"effect {'on' if state else 'off'}", file=sys.stderr)
 
-    for sig, handler in ((signal.SIGINT, on_stop), (signal.SIGTERM, on_stop),
+    for sig, handler in ((signal.SIGINT, on_stop), (signal.SIGTERM, on_stop), (getattr(signal, "SIGHUP", None), on_stop),
                          (getattr(signal, "SIGUSR1", None), on_toggle)):
         if sig is not None:
             handlers[sig] = signal.signal(sig, handler)

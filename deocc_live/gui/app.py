@@ -5,12 +5,12 @@ import argparse
 import signal
 import sys
 
-from deocc_live.settings import LIVE, SETTINGS, OneLineParser
+from deocc_live.settings import LIVE, SETTINGS, OneLineParser, parse_camera
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", help="start on a video file instead of the camera")
-    parser.add_argument("--camera", type=int, help="camera index")
+    parser.add_argument("--camera", type=parse_camera, help="camera index, 0-99")
     parser.add_argument("--engine", help="generator file (.plan, .onnx, .pt)")
     parser.add_argument("--landmarker", help="path of face_landmarker.task")
     for name in LIVE:  # start values over the remembered ones

@@ -196,7 +196,8 @@ class VideoSource(Source):
         self._first = to_bgr8(first)
         self.size = (first.shape[1], first.shape[0])
         fps = self._capture.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if fps and 1 <= fps <= 240 else 30.0
+        self.fps = fps if fps and 1 <= fps <= 240 else 30.0  # the pace it plays at in real time
+        self.rate = fps if fps and 0 < fps <= 10000 else 30.0  # the rate a file made from it keeps
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 else None
 

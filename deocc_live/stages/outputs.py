@@ -12,11 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.atomic import atomic_write_bytes
+from engines.atomic import atomic_write_bytes, replace_from, temp_beside
 from deocc_live.stages.capture import IMAGE_SUFFIXES, VIDEO_SUFFIXES, opencv_silenced
 
 CAMERA_LABEL = "Deocc Camera"
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP80"}
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP80",
+          ".wmv": "mp4v"}  # the video files written; .mpg and .mpeg are read only
 
 
 class OutputError(RuntimeError):
@@ -44,8 +45,9 @@ def _check_writable(path: Path) -> None:
         raise OutputError(f"cannot write to {folder} (permission denied)")
 
 
-def _partial_name(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
+def _not_a_folder(path: Path) -> None:
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder: give a file name in it")
 
 
 def _atomic_image(path: Path, image: np.ndarray) -> None:
@@ -76,15 +78,17 @@ class VideoFileOutput(Output):
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int], reserve: int | None = None):
         suffix = path.suffix.lower()
-        if suffix not in VIDEO_SUFFIXES:
-            raise OutputError(f"unsupported video output '{suffix}' (use .mp4, .avi, .mov or .mkv)")
+        _not_a_folder(path)
+        if suffix not in FOURCC:
+            raise OutputError(f"unsupported video output '{suffix}' (use {', '.join(FOURCC)})")
         _check_writable(path)
         self.path, self.size = path, size
         self.reserve = self.RESERVE if reserve is None else reserve
-        self.partial = _partial_name(path)
         self.failure: str | None = None
+        self.kept = False  # the finished file renamed over the target
         self._check_space()
-        self._writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*FOURCC.get(suffix, "mp4v")), fps, size)
+        self.partial = temp_beside(path, f".partial{path.suffix}")
+        self._writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*FOURCC[suffix]), fps, size)
         if not self._writer.isOpened():
             self.partial.unlink(missing_ok=True)
             raise OutputError(f"cannot open video writer for {path}")
@@ -92,7 +96,7 @@ class VideoFileOutput(Output):
 
     def _check_space(self) -> None:
         try:
-            free = shutil.disk_usage(self.partial.parent).free
+            free = shutil.disk_usage(self.path.parent if str(self.path.parent) else ".").free
         except OSError:
             return
         if free < self.reserve:
@@ -133,7 +137,12 @@ class VideoFileOutput(Output):
         self._writer = None
         keep = complete and not self.failure and self.frames and self.partial.is_file()
         if keep and self._reads_back():
-            os.replace(self.partial, self.path)
+            try:
+                replace_from(self.partial, self.path)
+            except OSError as error:
+                self.partial.unlink(missing_ok=True)
+                raise OutputError(f"cannot write {self.path}: {error.strerror or error}{self._earlier_kept()}") from None
+            self.kept = True
             return
         self.partial.unlink(missing_ok=True)
         if keep:
@@ -142,6 +151,7 @@ class VideoFileOutput(Output):
 
 class ImageFileOutput(Output):
     def __init__(self, path: Path):
+        _not_a_folder(path)
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise OutputError(f"unsupported image output '{path.suffix}'")
         _check_writable(path)
@@ -152,19 +162,31 @@ class ImageFileOutput(Output):
 
 
 class FolderOutput(Output):
+    """A folder of pictures, each written as it comes; a folder this output made and wrote
+    nothing into (no picture could be read) is removed again."""
+
     def __init__(self, path: Path):
+        created = not path.exists()
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise OutputError(f"cannot create output folder {path}: {error.strerror or error}") from None
         if not os.access(path, os.W_OK):
             raise OutputError(f"cannot write to {path} (permission denied)")
-        self.path = path
+        self.path, self.created, self.written = path, created, 0
 
     def write(self, frame) -> None:
         target = self.path / frame.source_name
         target.parent.mkdir(parents=True, exist_ok=True)
         _atomic_image(target, frame.output)
+        self.written += 1
+
+    def close(self, complete: bool = True) -> None:
+        if self.created and not self.written:
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass  # something else was put there meanwhile
 
 
 def find_v4l2_device(label: str = CAMERA_LABEL, sysfs: Path = Path("/sys/class/video4linux")) -> str | None:
@@ -212,11 +234,21 @@ class VirtualCameraOutput(Output):
             camera.close()
 
 
-def open_file_output(path: str | Path, source) -> Output:
-    """A video, image or folder output matching what the source is."""
+def open_file_output(path: str | Path, source, input_path: str | Path | None = None) -> Output:
+    """A video, image or folder output matching what the source is. Refused: the input itself as
+    the output (it would be overwritten), and for a folder of pictures, an output inside that
+    folder (a later run would read the results as pictures) or one named like a file."""
     path = Path(path)
     from deocc_live.stages.capture import ImageSource
 
+    if input_path is not None and os.path.realpath(path) == os.path.realpath(input_path):
+        raise OutputError(f"--output is the input ({input_path}): it would be overwritten; choose another path")
+    if isinstance(source, ImageSource) and source.root:
+        if input_path is not None and Path(os.path.realpath(input_path)) in Path(os.path.realpath(path)).parents:
+            raise OutputError(f"--output {path} is inside the input folder {input_path}: choose a folder outside it")
+        if path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and not path.is_dir():
+            raise OutputError(f"a folder of pictures is written to a folder: --output {path} looks like a file name")
+        return FolderOutput(path)
     if isinstance(source, ImageSource):
-        return FolderOutput(path) if source.root else ImageFileOutput(path)
-    return VideoFileOutput(path, source.fps, source.size)
+        return ImageFileOutput(path)
+    return VideoFileOutput(path, getattr(source, "rate", source.fps), source.size)
