@@ -37,7 +37,10 @@ def _version() -> str:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.gui and args.command is None and args.output:
+        parser.error("--output is for the filter without the app; in the app, Record writes a file")
     if args.verbose:
         os.environ["DEOCC_VERBOSE"] = "1"
     if args.command == "gui" or args.gui:

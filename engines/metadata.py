@@ -51,6 +51,20 @@ def validate(metadata: dict, where: str) -> dict:
         raise EngineError(f"{where}: metadata has no valid crop_size")
     if list(metadata.get("outputs", [])) != list(OUTPUT_NAMES):
         raise EngineError(f"{where}: metadata outputs {metadata.get('outputs')} are not {list(OUTPUT_NAMES)}")
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise EngineError(f"{where}: model format {version!r}; this deocc-live reads format {FORMAT_VERSION} "
+                          "(a newer deocc-train made it? update deocc-live)")
+    template = metadata.get("template")
+    try:
+        same_template = np.allclose(np.asarray(template, np.float64), TEMPLATE, atol=1e-3)
+    except (TypeError, ValueError):
+        same_template = False
+    if not same_template:  # the app cuts crops with TEMPLATE: a generator trained on others gets the wrong crops
+        raise EngineError(f"{where}: trained on crops cut with another face template than this deocc-live's")
+    if metadata.get("normalisation") != describe(size)["normalisation"]:
+        raise EngineError(f"{where}: expects pixels as {metadata.get('normalisation')}, "
+                          f"not as {describe(size)['normalisation']}")
     return metadata
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engines import Engine, EngineError, EngineSpec
-from engines.metadata import validate
+from engines.metadata import describe, validate
 
 GENERATOR_FORMAT = "deocc-generator-1"
 MAX_BATCH = 16
@@ -38,7 +38,7 @@ class TorchEngine(Engine):
             shape, weights, metadata = state["model"], state["state_dict"], state.get("metadata", {})
         elif state.get("format") == "deocc-ckpt-1":
             shape, weights = state["model"], state.get("generator_ema") or state["generator"]
-            metadata = {"crop_size": int(shape["size"]), "outputs": ["restored", "occlusion"]}
+            metadata = describe(int(shape["size"]))  # a training checkpoint: what export would write
         else:
             raise EngineError(f"{path}: not a deocc-live generator file")
         validate(metadata, str(path))

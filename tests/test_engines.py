@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engines import EngineError, open_engine, suffixes
-from engines.metadata import pack_plan, unpack_plan
+from engines.metadata import describe, pack_plan, unpack_plan
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -127,10 +127,23 @@ def test_onnx_without_our_contract_is_rejected(tmp_path, tiny_onnx):
     onnx.save(model, str(mismatched))
     with pytest.raises(EngineError, match="input must be"):
         open_engine(mismatched)
+    # Metadata this app cannot honour: a newer file format, crops cut with another face template,
+    # pixels scaled another way. Each would load and restore faces wrongly without a word.
+    for change, message in (({"format_version": 99}, "model format 99"),
+                            ({"template": [[0.3, 0.4]] * 5}, "another face template"),
+                            ({"normalisation": {"channels": "BGR", "layout": "NCHW", "range": [0.0, 1.0]}},
+                             "expects pixels as")):
+        model = onnx.load(str(tiny_onnx))
+        entry = next(p for p in model.metadata_props if p.key == "deocc")
+        entry.value = json.dumps({**json.loads(entry.value), **change})
+        odd = tmp_path / "odd.onnx"
+        onnx.save(model, str(odd))
+        with pytest.raises(EngineError, match=message):
+            open_engine(odd)
 
 
 def test_plan_header_round_trips_and_rejects_foreign_plans():
-    metadata = {"crop_size": 128, "outputs": ["restored", "occlusion"], "precision": "fp16"}
+    metadata = describe(128, precision="fp16")
     packed = pack_plan(metadata, b"PLANBYTES")
     assert unpack_plan(packed, "x") == (metadata, b"PLANBYTES")
     with pytest.raises(EngineError):

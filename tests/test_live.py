@@ -376,3 +376,11 @@ def test_a_folder_with_no_readable_picture_is_an_error_and_leaves_no_folder(gene
     line = _one_line_error(deocc("--input", pictures, "--output", tmp_path / "out", "--engine", generator_onnx))
     assert "no picture in" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_options_that_would_send_the_result_nowhere_are_refused(clip, generator_onnx):
+    for args, reason in ((["--input", clip[0], "--no-virtual-camera"], "the result would go nowhere"),
+                         (["--gui", "--input", clip[0], "--output", "never.mp4"], "Record writes a file")):
+        line = _one_line_error(deocc(*args, "--engine", generator_onnx, timeout=120))
+        assert reason in line, line
+    assert not (ROOT / "never.mp4").exists()

@@ -1171,7 +1171,7 @@ def test_snapshots_keep_each_checkpoints_ema_generator_to_choose_from(tiny_pairs
     assert "Traceback" not in resumed.stderr and len(resumed.stderr.strip().splitlines()) == 1
 
 
-def test_trainer_outputs_never_overwrite_their_inputs_nor_leave_a_rejected_file(tiny_run, tmp_path):
+def test_trainer_outputs_never_overwrite_their_inputs_nor_leave_a_rejected_file(tiny_run, tiny_pairs, tmp_path):
     """export, quantize and average check their outputs before any work: the suffix each writes,
     and that no output is an input (the checkpoint a user trained for hours) or another output;
     quantize names a file that is not a generator (unreadable, no metadata, already int8)."""
@@ -1196,5 +1196,7 @@ def test_trainer_outputs_never_overwrite_their_inputs_nor_leave_a_rejected_file(
         result = _train(*map(str, args), timeout=300)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-800:]
         assert reason in result.stderr, result.stderr[-800:]
+    result = _train("fit", "--data", str(tiny_pairs), "--out", str(tmp_path / "run"), "--size", "100")
+    assert result.returncode == 1 and "multiple of 16" in result.stderr, result.stderr[-800:]
     assert checkpoint_copy.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.onnx", "last.ckpt"]

@@ -139,6 +139,9 @@ class Trainer:
 
     def build(self):
         config = self.config
+        if config.size and (config.size % 16 or config.size < 64):
+            # Four halvings down the U-Net and back: a side that 16 does not divide cannot come back.
+            raise ValueError(f"--size must be 0 (the pairs' own) or a multiple of 16 from 64, got {config.size}")
         bank = None
         occluders = config.occluders or occluders_from_summary(config.data)
         if config.online and occluders and Path(occluders).is_dir():

@@ -60,6 +60,8 @@ def run(args) -> int:
 
     if args.input is not None and not args.input.strip():
         raise SourceError("--input is empty: give a video, a picture or a folder (or leave it out for the camera)")
+    if args.virtual_camera is False and not (args.output or args.preview):
+        raise ValueError("--no-virtual-camera without --output or --preview: the result would go nowhere")
     if args.loop and args.output:
         raise ValueError("--loop plays the input forever, so --output would never be finished: drop one of them")
     landmarker = resolve(args.landmarker)
