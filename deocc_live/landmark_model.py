@@ -38,14 +38,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check(path: Path) -> Path:
+def _check(path: Path, cached: bool = False) -> Path:
     if not path.is_file():
         raise LandmarkModelError(f"landmark model not found: {path}")
     digest = sha256_of(path)
     if digest != MODEL_SHA256:
+        # Only the cached copy is ours to tell the user to delete (the next run downloads it again).
+        advice = "delete it and run again to download it anew" if cached else f"point to MediaPipe's {MODEL_NAME}"
         raise LandmarkModelError(
             f"landmark model {path} has sha256 {digest[:12]}..., expected {MODEL_SHA256[:12]}...: "
-            "the file is corrupt or not MediaPipe's face_landmarker.task; delete it and retry"
+            f"the file is corrupt or not MediaPipe's {MODEL_NAME}; {advice}"
         )
     return path
 
@@ -88,7 +90,7 @@ def resolve(explicit: str | os.PathLike | None = None, allow_download: bool = Tr
         return _check(Path(env_dir) / MODEL_NAME)
     cached = cache_dir() / MODEL_NAME
     if cached.is_file():
-        return _check(cached)
+        return _check(cached, cached=True)
     if not allow_download:
         raise LandmarkModelError(f"{MODEL_NAME} is not cached; put it at {cached}")
     try:

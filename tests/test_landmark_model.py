@@ -75,8 +75,18 @@ def test_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
     assert "offline" in message and str(tmp_path / "deocc-live" / "face_landmarker.task") in message
 
 
-def test_wrong_file_is_refused(tmp_path):
+def test_wrong_file_is_refused(tmp_path, monkeypatch):
+    """A wrong file the user names is refused without telling them to delete it (it may be
+    their own); a damaged cached copy, which the next run downloads again, is to be deleted."""
     wrong = tmp_path / "face_landmarker.task"
     wrong.write_bytes(b"x" * 1000)
-    with pytest.raises(LandmarkModelError, match="sha256"):
+    with pytest.raises(LandmarkModelError, match="sha256") as error:
         resolve(wrong)
+    assert "delete" not in str(error.value) and "point to MediaPipe's" in str(error.value)
+    monkeypatch.delenv("DEOCC_MODEL_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cached = tmp_path / "cache" / "deocc-live" / "face_landmarker.task"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x" * 1000)
+    with pytest.raises(LandmarkModelError, match="delete it and run again"):
+        resolve()
