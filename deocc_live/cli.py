@@ -39,7 +39,7 @@ def _version() -> str:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.gui and args.command is None and args.output:
+    if (args.gui or args.command == "gui") and args.output:
         parser.error("--output is for the filter without the app; in the app, Record writes a file")
     if args.verbose:
         os.environ["DEOCC_VERBOSE"] = "1"

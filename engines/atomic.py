@@ -27,8 +27,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(temp, 0o666 & ~_UMASK)
-        os.replace(temp, path)
+        replace_from(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
@@ -48,3 +47,17 @@ def replace_from(temp: str | Path, path: str | Path) -> None:
     have given it (a temporary file is made readable by its owner only)."""
     os.chmod(temp, 0o666 & ~_UMASK)
     os.replace(temp, path)
+
+
+def same_file(one: str | Path, other: str | Path) -> bool:
+    """Whether two paths name one file or folder: by the file system where both exist (case-
+    insensitive disks, hard links, symlinks), else by their resolved spelling."""
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return os.path.realpath(one) == os.path.realpath(other)
+
+
+def inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` (existing or not) lies somewhere inside ``folder``."""
+    return any(same_file(parent, folder) for parent in Path(os.path.abspath(path)).parents)

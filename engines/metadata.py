@@ -52,19 +52,26 @@ def validate(metadata: dict, where: str) -> dict:
     if list(metadata.get("outputs", [])) != list(OUTPUT_NAMES):
         raise EngineError(f"{where}: metadata outputs {metadata.get('outputs')} are not {list(OUTPUT_NAMES)}")
     version = metadata.get("format_version")
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise EngineError(f"{where}: model format {version!r}; this deocc-live reads format {FORMAT_VERSION} "
-                          "(a newer deocc-train made it? update deocc-live)")
-    template = metadata.get("template")
+    if "format_version" not in metadata or isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise EngineError(f"{where}: metadata has no valid format_version")
+    if version > FORMAT_VERSION:
+        raise EngineError(f"{where}: model format {version}; this deocc-live reads format {FORMAT_VERSION} "
+                          "(a newer deocc-train made it: update deocc-live)")
+    if "template" not in metadata:
+        raise EngineError(f"{where}: metadata has no face template")
     try:
-        same_template = np.allclose(np.asarray(template, np.float64), TEMPLATE, atol=1e-3)
-    except (TypeError, ValueError):
-        same_template = False
-    if not same_template:  # the app cuts crops with TEMPLATE: a generator trained on others gets the wrong crops
+        template = np.asarray(metadata["template"], dtype=np.float64)
+    except (TypeError, ValueError):  # not numbers, or ragged
+        template = np.zeros(0)
+    if template.shape != TEMPLATE.shape or not np.allclose(template, TEMPLATE, atol=1e-3):
+        # The app cuts crops with TEMPLATE: a generator trained on other crops would get the wrong ones.
         raise EngineError(f"{where}: trained on crops cut with another face template than this deocc-live's")
-    if metadata.get("normalisation") != describe(size)["normalisation"]:
-        raise EngineError(f"{where}: expects pixels as {metadata.get('normalisation')}, "
-                          f"not as {describe(size)['normalisation']}")
+    expected = describe(size)["normalisation"]
+    given = metadata.get("normalisation")
+    if given != expected:
+        shown = "no pixel normalisation" if given is None else f"pixels as {given}"
+        raise EngineError(f"{where}: metadata gives {shown}; this deocc-live feeds {expected['channels']} "
+                          f"{expected['layout']} in {expected['range']}")
     return metadata
 
 

@@ -132,7 +132,7 @@ def test_onnx_without_our_contract_is_rejected(tmp_path, tiny_onnx):
     for change, message in (({"format_version": 99}, "model format 99"),
                             ({"template": [[0.3, 0.4]] * 5}, "another face template"),
                             ({"normalisation": {"channels": "BGR", "layout": "NCHW", "range": [0.0, 1.0]}},
-                             "expects pixels as")):
+                             "metadata gives pixels as")):
         model = onnx.load(str(tiny_onnx))
         entry = next(p for p in model.metadata_props if p.key == "deocc")
         entry.value = json.dumps({**json.loads(entry.value), **change})

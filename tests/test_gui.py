@@ -5,6 +5,8 @@ import gc
 import threading
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QSettings, Qt
@@ -165,6 +167,16 @@ def test_recording_writes_a_video_and_a_full_disk_stops_it_cleanly(qtbot, window
     _wait_for_frames(qtbot, window, 10)
     window.record_button.click()
     assert not window.record_button.isChecked() and len(read_video(done)) >= 8
+
+    # Recording over the clip that is playing is refused: it would replace the input.
+    from PySide6.QtWidgets import QFileDialog
+
+    playing = Path(window.controller.pipeline.source.path)
+    before = playing.read_bytes()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(playing), "Video (*.mp4 *.avi)"))
+    window.record_button.click()
+    assert not window.record_button.isChecked() and "is the input" in window.error_label.text()
+    assert window.controller.recorder is None and playing.read_bytes() == before
 
     failing = tmp_path / "take2.mp4"
     _start_recording(qtbot, window, monkeypatch, failing)

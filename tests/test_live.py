@@ -177,12 +177,17 @@ def test_unwritable_output_is_an_error(clip, generator_onnx, tmp_path):
 def test_output_file_is_replaced_only_when_complete(stop, clip, generator_onnx, tmp_path):
     """A file job stopped (Ctrl-C, or its terminal closed) keeps the earlier file and says that
     nothing was written; no temporary file is left."""
-    long_clip = write_video(tmp_path / "long.mp4", clip[1] * 40)  # 960 frames: far more than 6 s of work
+    long_clip = write_video(tmp_path / "long.mp4", clip[1] * 100)  # 2,400 frames: over a minute's work here
     out = tmp_path / "out.mp4"
     out.write_bytes(b"earlier result")
     process = subprocess.Popen([sys.executable, "-m", "deocc_live.cli", "--input", str(long_clip), "--output", str(out),
                                 "--engine", str(generator_onnx)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:  # stop it once frames are being written
+        if any(p.stat().st_size > 20000 for p in tmp_path.glob(".out.*.partial.mp4")):
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the job ended before it could be stopped"
     started = time.monotonic()
     process.send_signal(getattr(signal, stop))
     _, stderr = process.communicate(timeout=30)

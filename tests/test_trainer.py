@@ -593,7 +593,15 @@ def test_thin_frames_are_drawn_around_the_eyes_and_thin_glasses_are_not_put_asid
         rgb, alpha = occluders._frames(landmarks, 128, np.random.default_rng(seed))
         rows = np.nonzero((alpha > 0.3).any(axis=1))[0]
         assert brow_y - 8 < rows.min() and rows.max() < nose_y  # between the brows and the nose tip
-        assert abs(np.average(np.arange(128), weights=alpha.sum(axis=1)) - eyes_y) < 10
+        assert rows.min() < eyes_y < rows.max() + 4  # the rims go round the eyes (a half-rim's down to them)
+        # Across: from beyond each outer eye corner, with a rim above each eye's middle.
+        columns = np.nonzero((alpha > 0.3).any(axis=0))[0]
+        assert columns.min() < landmarks[occluders.EYE_OUTER[0], 0] and columns.max() > landmarks[occluders.EYE_OUTER[1], 0]
+        for outer, inner in ((33, 133), (263, 362)):
+            middle = (landmarks[outer] + landmarks[inner]) / 2
+            above = alpha[max(int(middle[1] - 0.4 * abs(landmarks[263, 0] - landmarks[33, 0])), 0):int(middle[1]),
+                          int(round(middle[0]))]
+            assert above.max() > 0.2
         shares.append(float((alpha * region).sum() / region.sum()))
         again = occluders._frames(landmarks, 128, np.random.default_rng(seed))[1]
         assert np.array_equal(alpha, again)
@@ -1184,14 +1192,14 @@ def test_trainer_outputs_never_overwrite_their_inputs_nor_leave_a_rejected_file(
     cases = [(["export", "--ckpt", checkpoint_copy, "--onnx", checkpoint_copy], "--onnx must name a .onnx file"),
              (["export", "--ckpt", checkpoint_copy, "--onnx", tmp_path / "gen.txt"], "--onnx must name a .onnx file"),
              (["export", "--ckpt", checkpoint_copy, "--onnx", tmp_path / "a.onnx", "--fp16", tmp_path / "a.onnx"],
-              "two outputs name the same file"),
+              "--onnx and --fp16 name the same file"),
              (["average", "--ckpt", checkpoint_copy, tiny_run / "last.ckpt", "--out", checkpoint_copy], "it would be overwritten"),
              (["quantize", "--onnx", broken, "--data", tmp_path, "--out", broken], "it would be overwritten"),
              (["quantize", "--onnx", broken, "--data", tmp_path, "--out", tmp_path / "q.onnx"], "not a readable ONNX model"),
              (["quantize", "--onnx", ROOT / "assets" / "deocc_finder.onnx", "--data", tmp_path, "--out", tmp_path / "q.onnx"],
               "no generator metadata"),
              (["quantize", "--onnx", ROOT / "assets" / "deocc_gen_int8.onnx", "--data", tmp_path, "--out", tmp_path / "q.onnx"],
-              "already int8")]
+              "is int8: quantise the fp32 file")]
     for args, reason in cases:
         result = _train(*map(str, args), timeout=300)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-800:]

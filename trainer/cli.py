@@ -10,7 +10,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from deocc_live.settings import OneLineParser, Setting
-from trainer.quantize import WEIGHTS
+from trainer.quantize import WEIGHTS  # a light module: its heavy imports are inside its functions
 
 
 def _ranged(kind, name: str, low, high):
@@ -132,16 +132,18 @@ def _outputs_apart(inputs: list[tuple[str, str | None]], outputs: dict[str, tupl
     """Before any work: each output (option: (path, the suffix it must have)) has its suffix and is
     none of the inputs nor another output, so that no run writes over what it reads or leaves a
     file it then rejects."""
-    given = {option: (path, suffix) for option, (path, suffix) in outputs.items() if path}
-    for option, (path, suffix) in given.items():
+    from engines.atomic import same_file
+
+    given = [(option, path, suffix) for option, (path, suffix) in outputs.items() if path]
+    for index, (option, path, suffix) in enumerate(given):
         if Path(path).suffix.lower() != suffix:
             raise ValueError(f"{option} must name a {suffix} file, got {path}")
         for other, source in inputs:
-            if source and os.path.realpath(path) == os.path.realpath(source):
+            if source and same_file(path, source):
                 raise ValueError(f"{option} is {other} ({source}): it would be overwritten; choose another path")
-    paths = [os.path.realpath(path) for path, _suffix in given.values()]
-    if len(set(paths)) < len(paths):
-        raise ValueError("two outputs name the same file")
+        for other, other_path, _suffix in given[:index]:
+            if same_file(path, other_path):
+                raise ValueError(f"{other} and {option} name the same file ({path})")
 
 
 def cmd_export(args):
@@ -150,6 +152,8 @@ def cmd_export(args):
     _outputs_apart([("--ckpt", args.ckpt), ("--eval-report", args.eval_report), ("--e2e-report", args.e2e_report)],
                    {"--onnx": (args.onnx, ".onnx"), "--fp16": (args.fp16, ".onnx"), "--pt": (args.pt, ".pt"),
                     "--card": (args.card, ".md")})
+    if args.card and not args.eval_report:
+        raise ValueError("--card needs --eval-report")
     report = json.loads(open(args.eval_report).read()) if args.eval_report else None
     evaluation = None
     if report:
@@ -170,8 +174,6 @@ def cmd_export(args):
         save_generator(args.pt, checkpoint.generator_from(state), int(state["model"]["size"]), metadata_for(state, evaluation))
         print(f"wrote {args.pt} (PyTorch weights and metadata)")
     if args.card:
-        if not report:
-            raise ValueError("--card needs --eval-report")
         from trainer import checkpoint
         from trainer.card import write_card
 

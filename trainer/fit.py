@@ -139,9 +139,8 @@ class Trainer:
 
     def build(self):
         config = self.config
-        if config.size and (config.size % 16 or config.size < 64):
-            # Four halvings down the U-Net and back: a side that 16 does not divide cannot come back.
-            raise ValueError(f"--size must be 0 (the pairs' own) or a multiple of 16 from 64, got {config.size}")
+        if config.size and (config.size % 16 or config.size < 32):
+            raise ValueError(f"--size must be 0 (the pairs' own) or a multiple of 16 from 32, got {config.size}")
         bank = None
         occluders = config.occluders or occluders_from_summary(config.data)
         if config.online and occluders and Path(occluders).is_dir():
@@ -157,6 +156,9 @@ class Trainer:
                                      degrade=config.degrade, uncovered=config.uncovered,
                                      mono=config.mono)
         self.size = self.train_set.size
+        if self.size % 16:  # four halvings down the U-Net and back: a side 16 does not divide cannot come back
+            raise ValueError(f"the pairs are {self.size} px, which 16 does not divide: train with --size "
+                             f"{max(32, self.size // 16 * 16)} (a multiple of 16)")
         self.val_set = validation_set(config.data, self.size)
         torch.manual_seed(config.seed)
         self.generator = Generator(config.width, config.bottleneck_blocks).to(self.device)

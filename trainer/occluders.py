@@ -631,23 +631,25 @@ def _lens_outline(centre, u, v, half_w, half_h, squareness, lift, outward):
     cos, sin = np.cos(t), np.sin(t)
     x = np.sign(cos) * np.abs(cos) ** (2 / squareness)
     y = np.sign(sin) * np.abs(sin) ** (2 / squareness)
-    y = y - lift * np.clip(x * outward, 0, 1) ** 2 * (y < 0)
+    y = y - lift * np.clip(x * outward, 0, 1) ** 2 * np.clip(-y, 0, 1)
     return centre + np.outer(x * half_w, u) + np.outer(y * half_h, v)
 
 
 def _frames(landmarks, size, rng):
-    """Glasses drawn thin: two rims (round, oval, rectangular or cat-eye; sometimes rimless, only a
-    faint lens edge, or half-rims along the top), a bridge, temples towards the ears, lenses clear
-    or lightly tinted. Their width is set by the outer eye corners as the cut-outs' is."""
+    """Glasses drawn thin: two rims (oval to round, rectangular or cat-eye; sometimes rimless, only
+    a faint lens edge, or half-rims along the top), a bridge, temples towards the ears from the
+    hinges, lenses clear or lightly tinted; 1.2-1.6 outer-eye-corner spans wide."""
     eye_a, eye_b = landmarks[EYE_OUTER[0]].astype(np.float64), landmarks[EYE_OUTER[1]].astype(np.float64)
     span = float(np.linalg.norm(eye_b - eye_a))
     if span < 4:
         return None
     u = (eye_b - eye_a) / span
     v = np.array([-u[1], u[0]])  # down the face
-    half_w = span * rng.uniform(0.22, 0.3)
-    half_h = half_w * rng.uniform(0.55, 0.9)
-    inset = span * rng.uniform(0.13, 0.2)  # lens centre from the outer corner
+    inset = span * rng.uniform(0.05, 0.15)  # lens centre from the outer corner
+    # Lenses 0.5-0.66 eye spans wide, a bridge of at least 0.16 left between them: the front is
+    # 1.2-1.6 spans wide, as real frames and the cut-outs (1.3-1.9) are.
+    half_w = min(span * rng.uniform(0.25, 0.33), span * (0.5 - 0.08) - inset)
+    half_h = half_w * rng.uniform(0.55, 1.0)
     drop = span * rng.uniform(-0.04, 0.08)
     squareness = rng.choice([2.0, rng.uniform(2.5, 6.0)])
     lift = rng.uniform(0.2, 0.5) if rng.random() < 0.2 else 0.0
@@ -656,7 +658,8 @@ def _frames(landmarks, size, rng):
     colours = [np.array([20, 20, 20]), np.array([30, 45, 70]), np.array([90, 170, 205]),
                np.array([190, 190, 195]), rng.uniform(20, 230, 3)]
     colour = colours[rng.integers(len(colours))].astype(np.float32)
-    opacity = rng.uniform(0.85, 1.0) if style != "rimless" else rng.uniform(0.35, 0.7)
+    opacity = rng.uniform(0.85, 1.0)  # the bridge and temples; a rimless lens's edge is fainter
+    edge = opacity if style != "rimless" else rng.uniform(0.35, 0.7)
     tint_alpha = 0.0 if rng.random() < 0.6 else rng.uniform(0.05, 0.2)
     tint = rng.uniform(40, 200, 3).astype(np.float32)
     temple_length = span * rng.uniform(0.05, 0.4)
@@ -671,27 +674,30 @@ def _frames(landmarks, size, rng):
             inside = lenses.astype(bool)
             rgb[inside] = tint
             alpha[inside] = tint_alpha
-        wire = np.zeros(alpha.shape, np.uint8)
+        rims, wire = np.zeros(alpha.shape, np.uint8), np.zeros(alpha.shape, np.uint8)
         thickness = max(int(round(rim * k)), 1)
         for outline in outlines:
             points = np.round(outline * k).astype(np.int32)
             if style == "half":  # the rim's upper half only (the outline's second half of its turn)
-                cv2.polylines(wire, [points[np.r_[len(points) // 2:len(points), 0]]], False, 1, thickness, cv2.LINE_AA)
+                cv2.polylines(rims, [points[np.r_[len(points) // 2:len(points), 0]]], False, 1, thickness, cv2.LINE_AA)
             else:
-                cv2.polylines(wire, [points], True, 1, thickness, cv2.LINE_AA)
+                cv2.polylines(rims, [points], True, 1, thickness, cv2.LINE_AA)
         inner = [outlines[0][np.argmax(outlines[0] @ u)], outlines[1][np.argmin(outlines[1] @ u)]]
         arch = (inner[0] + inner[1]) / 2 - v * half_h * rng.uniform(0.0, 0.5)
         bridge = np.array([inner[0], arch, inner[1]])
         cv2.polylines(wire, [np.round(bridge * k).astype(np.int32)], False, 1, thickness, cv2.LINE_AA)
-        outer = [outlines[0][np.argmin(outlines[0] @ u)], outlines[1][np.argmax(outlines[1] @ u)]]
+        # The temples leave from the lenses' upper outer corners, where hinges are.
+        outer = [outline[np.argmax(outline @ (sign * u) - 0.5 * (outline @ v))]
+                 for outline, sign in zip(outlines, (-1, 1))]
         for point, sign in zip(outer, (-1, 1)):
             end = point + sign * u * temple_length + v * temple_length * rng.uniform(0.0, 0.3)
             cv2.line(wire, tuple(int(c) for c in np.round(point * k)), tuple(int(c) for c in np.round(end * k)),
                      1, thickness, cv2.LINE_AA)
-        on = wire.astype(bool)
-        shade = colour * rng.uniform(0.8, 1.2, (int(on.sum()), 1)).astype(np.float32)
-        rgb[on] = np.clip(shade, 0, 255)
-        alpha[on] = opacity
+        for drawn, strength in ((rims, edge), (wire, opacity)):
+            on = drawn.astype(bool)
+            shade = colour * rng.uniform(0.8, 1.2, (int(on.sum()), 1)).astype(np.float32)
+            rgb[on] = np.clip(shade, 0, 255)
+            alpha[on] = strength
     return _draw_layer(size, paint)
 
 

@@ -20,8 +20,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from trainer.pairs import list_pairs, read_pair
-
 WEIGHTS = ("s7", "s8", "u8")  # int8 in 7 bits, int8 in 8 bits, uint8 (see the module's note)
 
 
@@ -36,6 +34,7 @@ class _CropReader:
 
 def calibration_batches(data: str | Path, size: int, count: int = 256, split: str = "validation"):
     from deocc_live.stages.generate import crops_to_batch
+    from trainer.pairs import list_pairs, read_pair
 
     pairs = list_pairs(data, split)[:count]
     if not pairs:
@@ -68,12 +67,15 @@ def quantize(onnx_path: str | Path, data: str | Path, out: str | Path, count: in
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from engines.metadata import KEY
+    from engines import EngineError
+    from engines.metadata import KEY, validate
     from engines.atomic import atomic_write_bytes
 
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     onnx_path, out = Path(onnx_path).resolve(), Path(out).resolve()
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"no such file: {onnx_path}")
     try:
         model = onnx.load(str(onnx_path))
     except Exception as error:  # onnx raises protobuf's DecodeError, among others
@@ -81,9 +83,12 @@ def quantize(onnx_path: str | Path, data: str | Path, out: str | Path, count: in
     described = {p.key: p.value for p in model.metadata_props}.get(KEY)
     if described is None:
         raise ValueError(f"{onnx_path}: no generator metadata (export it with `deocc-train export`)")
-    metadata = json.loads(described)
-    if metadata.get("precision") == "int8":
-        raise ValueError(f"{onnx_path} is already int8: quantise the float file `deocc-train export` wrote")
+    try:
+        metadata = validate(json.loads(described), str(onnx_path))
+    except (json.JSONDecodeError, EngineError) as error:
+        raise ValueError(str(error) if isinstance(error, EngineError) else f"{onnx_path}: corrupt metadata") from None
+    if metadata.get("precision", "fp32") != "fp32":
+        raise ValueError(f"{onnx_path} is {metadata['precision']}: quantise the fp32 file `deocc-train export` wrote")
     size = metadata["crop_size"]
     batches = calibration_batches(data, size, count)
     # ONNX Runtime's quantiser writes scratch files (sym_shape_infer_temp.onnx, <uuid>.data) into

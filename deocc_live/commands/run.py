@@ -54,7 +54,8 @@ def run(args) -> int:
                            "write the result with --output FILE instead")
     from deocc_live.stages.capture import SourceError, open_source
     from deocc_live.landmark_model import resolve
-    from deocc_live.stages.outputs import OutputError, VideoFileOutput, VirtualCameraOutput, open_file_output
+    from deocc_live.stages.outputs import (OutputError, VideoFileOutput, VirtualCameraOutput, open_file_output,
+                                           refuse_overwriting)
     from deocc_live.pipeline import Pipeline
     from deocc_live.settings import LiveSettings
 
@@ -62,18 +63,21 @@ def run(args) -> int:
         raise SourceError("--input is empty: give a video, a picture or a folder (or leave it out for the camera)")
     if args.virtual_camera is False and not (args.output or args.preview):
         raise ValueError("--no-virtual-camera without --output or --preview: the result would go nowhere")
-    if args.loop and args.output:
-        raise ValueError("--loop plays the input forever, so --output would never be finished: drop one of them")
+    realtime = args.realtime if args.realtime is not None else not args.output
+    if args.loop and args.output and not realtime:
+        raise ValueError("--loop plays the input forever, so --output would never be finished: drop one of them "
+                         "(or add --realtime to record it as a camera, until stopped)")
+    if args.output:
+        refuse_overwriting(args.output, args.input)
     landmarker = resolve(args.landmarker)
     engine = open_engine_for(args)
     source = pipeline = None
     outputs = []
     try:
-        realtime = args.realtime if args.realtime is not None else not args.output
         source = open_source(args.input if args.input else args.camera, size=args.size, fps=args.fps, loop=args.loop,
                              realtime=realtime)
         if args.output:
-            outputs.append(open_file_output(args.output, source, input_path=args.input or None))
+            outputs.append(open_file_output(args.output, source))
         want_camera = args.virtual_camera if args.virtual_camera is not None else not args.output
         if want_camera:
             try:
@@ -110,9 +114,10 @@ def run(args) -> int:
     video = next((output for output in outputs if isinstance(output, VideoFileOutput)), None)
     if failed and pipeline.frames_out == 0:
         print(f"deocc-live: error: no picture in {args.input} could be read", file=sys.stderr)
-    elif video is not None and not video.kept:  # stopped before the end: the unfinished file is dropped
+    elif video is not None and not video.kept:  # stopped before the end (or before a frame): dropped
         earlier = f"; the earlier {args.output} is kept" if Path(args.output).exists() else ""
         print(f"deocc-live: stopped before the end: {args.output} not written{earlier}", file=sys.stderr)
+        return 1
     elif args.output:
         print(f"wrote {pipeline.frames_out} frame(s) to {args.output}", file=sys.stderr)
     return 0 if complete and not (failed and pipeline.frames_out == 0) else 1
@@ -132,7 +137,8 @@ def _drive(pipeline, preview: bool) -> bool:
 
     for sig, handler in ((signal.SIGINT, on_stop), (signal.SIGTERM, on_stop), (getattr(signal, "SIGHUP", None), on_stop),
                          (getattr(signal, "SIGUSR1", None), on_toggle)):
-        if sig is not None:
+        # A hang-up ignored already (`nohup`) stays ignored: the job outlives its terminal.
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
             handlers[sig] = signal.signal(sig, handler)
     window = None
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from deocc_live.stages.capture import SourceError, open_source
-from deocc_live.stages.outputs import OutputError, VideoFileOutput, VirtualCameraOutput
+from deocc_live.stages.outputs import OutputError, VideoFileOutput, VirtualCameraOutput, refuse_overwriting
 from deocc_live.pipeline import Pipeline
 from deocc_live.settings import LiveSettings
 from engines import EngineError, open_engine
@@ -97,7 +97,8 @@ class PipelineController(QObject):
             return False
         source = self.pipeline.source
         try:
-            self.recorder = VideoFileOutput(Path(path), source.fps, source.size)
+            refuse_overwriting(path, getattr(source, "path", None), option="the recording")
+            self.recorder = VideoFileOutput(Path(path), getattr(source, "rate", source.fps), source.size)
         except OutputError as error:
             self.error.emit(str(error))
             return False

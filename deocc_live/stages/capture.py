@@ -197,7 +197,9 @@ class VideoSource(Source):
         self.size = (first.shape[1], first.shape[0])
         fps = self._capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 1 <= fps <= 240 else 30.0  # the pace it plays at in real time
-        self.rate = fps if fps and 0 < fps <= 10000 else 30.0  # the rate a file made from it keeps
+        # The rate a file made from it keeps: a time-lapse's under 1 frame/s too (a variable-rate
+        # file reporting its 1000/s time base is taken as 30, as for playing it).
+        self.rate = fps if fps and 0 < fps < 1 else self.fps
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 else None
 
@@ -211,7 +213,7 @@ class VideoSource(Source):
                         return
                     if delay < -1.0:  # fell far behind (a stall): catch up instead of racing
                         start = time.monotonic() - index / self.fps
-                time_ms = now_ms() if self.live else index * 1000.0 / self.fps
+                time_ms = now_ms() if self.live else index * 1000.0 / self.rate
                 yield Frame(image=pending, index=index, time_ms=time_ms, source_name=self.path.name)
                 index += 1
                 ok, image = self._capture.read()

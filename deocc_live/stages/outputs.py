@@ -12,12 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.atomic import atomic_write_bytes, replace_from, temp_beside
+from engines.atomic import atomic_write_bytes, inside, replace_from, same_file, temp_beside
 from deocc_live.stages.capture import IMAGE_SUFFIXES, VIDEO_SUFFIXES, opencv_silenced
 
 CAMERA_LABEL = "Deocc Camera"
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".webm": "VP80",
-          ".wmv": "mp4v"}  # the video files written; .mpg and .mpeg are read only
+          ".wmv": "WMV2"}  # the video files written; .mpg and .mpeg are read only
 
 
 class OutputError(RuntimeError):
@@ -38,7 +38,7 @@ def how_to_create_camera() -> str:
 
 
 def _check_writable(path: Path) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if not folder.is_dir():
         raise OutputError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK):
@@ -87,7 +87,10 @@ class VideoFileOutput(Output):
         self.failure: str | None = None
         self.kept = False  # the finished file renamed over the target
         self._check_space()
-        self.partial = temp_beside(path, f".partial{path.suffix}")
+        try:
+            self.partial = temp_beside(path, f".partial{path.suffix}")
+        except OSError as error:  # os.access said yes (Windows, no free inodes, a read-only mount)
+            raise OutputError(f"cannot write to {path.parent}: {error.strerror or error}") from None
         self._writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*FOURCC[suffix]), fps, size)
         if not self._writer.isOpened():
             self.partial.unlink(missing_ok=True)
@@ -96,7 +99,7 @@ class VideoFileOutput(Output):
 
     def _check_space(self) -> None:
         try:
-            free = shutil.disk_usage(self.path.parent if str(self.path.parent) else ".").free
+            free = shutil.disk_usage(self.path.parent).free
         except OSError:
             return
         if free < self.reserve:
@@ -234,21 +237,27 @@ class VirtualCameraOutput(Output):
             camera.close()
 
 
-def open_file_output(path: str | Path, source, input_path: str | Path | None = None) -> Output:
-    """A video, image or folder output matching what the source is. Refused: the input itself as
-    the output (it would be overwritten), and for a folder of pictures, an output inside that
-    folder (a later run would read the results as pictures) or one named like a file."""
+def refuse_overwriting(output: str | Path, read: str | Path | None, option: str = "--output") -> None:
+    """Before any work: ``output`` may not be what is ``read`` (the same file or folder by any
+    path: it would be overwritten), nor lie inside a folder read (a later run would read the
+    results as pictures), nor, for a folder of pictures, be named like a file."""
+    if not read:
+        return
+    if same_file(output, read):
+        raise OutputError(f"{option} is the input ({read}): it would be overwritten; choose another path")
+    if Path(read).is_dir():
+        if inside(output, read):
+            raise OutputError(f"{option} {output} is inside the input folder {read}: choose a folder outside it")
+        if Path(output).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and not Path(output).is_dir():
+            raise OutputError(f"a folder of pictures is written to a folder: {option} {output} looks like a file name")
+
+
+def open_file_output(path: str | Path, source) -> Output:
+    """A video, image or folder output matching what the source is (``refuse_overwriting``
+    first, where the input has a path)."""
     path = Path(path)
     from deocc_live.stages.capture import ImageSource
 
-    if input_path is not None and os.path.realpath(path) == os.path.realpath(input_path):
-        raise OutputError(f"--output is the input ({input_path}): it would be overwritten; choose another path")
-    if isinstance(source, ImageSource) and source.root:
-        if input_path is not None and Path(os.path.realpath(input_path)) in Path(os.path.realpath(path)).parents:
-            raise OutputError(f"--output {path} is inside the input folder {input_path}: choose a folder outside it")
-        if path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and not path.is_dir():
-            raise OutputError(f"a folder of pictures is written to a folder: --output {path} looks like a file name")
-        return FolderOutput(path)
     if isinstance(source, ImageSource):
-        return ImageFileOutput(path)
+        return FolderOutput(path) if source.root else ImageFileOutput(path)
     return VideoFileOutput(path, getattr(source, "rate", source.fps), source.size)
