@@ -138,7 +138,7 @@ def _drive(pipeline, preview: bool) -> bool:
     for sig, handler in ((signal.SIGINT, on_stop), (signal.SIGTERM, on_stop), (getattr(signal, "SIGHUP", None), on_stop),
                          (getattr(signal, "SIGUSR1", None), on_toggle)):
         # A hang-up ignored already (`nohup`) stays ignored: the job outlives its terminal.
-        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+        if sig is not None and not (sig == getattr(signal, "SIGHUP", None) and signal.getsignal(sig) is signal.SIG_IGN):
             handlers[sig] = signal.signal(sig, handler)
     window = None
     try:
