@@ -667,17 +667,16 @@ def _frames(landmarks, size, rng):
                 _lens_outline(eye_b - u * inset + v * drop, u, v, half_w, half_h, squareness, lift, +1)]
 
     def paint(rgb, alpha, k):
-        lenses = np.zeros(alpha.shape, np.uint8)
-        for outline in outlines:
-            cv2.fillPoly(lenses, [np.round(outline * k).astype(np.int32)], 1, cv2.LINE_AA)
+        drawn_outlines = [np.round(outline * k).astype(np.int32) for outline in outlines]
         if tint_alpha > 0:
+            lenses = np.zeros(alpha.shape, np.uint8)
+            cv2.fillPoly(lenses, drawn_outlines, 1, cv2.LINE_AA)
             inside = lenses.astype(bool)
             rgb[inside] = tint
             alpha[inside] = tint_alpha
         rims, wire = np.zeros(alpha.shape, np.uint8), np.zeros(alpha.shape, np.uint8)
         thickness = max(int(round(rim * k)), 1)
-        for outline in outlines:
-            points = np.round(outline * k).astype(np.int32)
+        for points in drawn_outlines:
             if style == "half":  # the rim's upper half only (the outline's second half of its turn)
                 cv2.polylines(rims, [points[np.r_[len(points) // 2:len(points), 0]]], False, 1, thickness, cv2.LINE_AA)
             else:

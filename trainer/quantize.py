@@ -85,8 +85,10 @@ def quantize(onnx_path: str | Path, data: str | Path, out: str | Path, count: in
         raise ValueError(f"{onnx_path}: no generator metadata (export it with `deocc-train export`)")
     try:
         metadata = validate(json.loads(described), str(onnx_path))
-    except (json.JSONDecodeError, EngineError) as error:
-        raise ValueError(str(error) if isinstance(error, EngineError) else f"{onnx_path}: corrupt metadata") from None
+    except json.JSONDecodeError:
+        raise ValueError(f"{onnx_path}: corrupt metadata") from None
+    except EngineError as error:
+        raise ValueError(str(error)) from None
     if metadata.get("precision", "fp32") != "fp32":
         raise ValueError(f"{onnx_path} is {metadata['precision']}: quantise the fp32 file `deocc-train export` wrote")
     size = metadata["crop_size"]

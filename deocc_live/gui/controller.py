@@ -98,7 +98,7 @@ class PipelineController(QObject):
         source = self.pipeline.source
         try:
             refuse_overwriting(path, getattr(source, "path", None), option="the recording")
-            self.recorder = VideoFileOutput(Path(path), getattr(source, "rate", source.fps), source.size)
+            self.recorder = VideoFileOutput(Path(path), source.rate, source.size)
         except OutputError as error:
             self.error.emit(str(error))
             return False

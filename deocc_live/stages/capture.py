@@ -59,6 +59,11 @@ class Source:
     size: tuple[int, int] = (0, 0)
     frame_count: int | None = None
 
+    @property
+    def rate(self) -> float:
+        """The frame rate a file made from this source keeps (``fps`` unless a source knows better)."""
+        return self.fps
+
     def __init__(self):
         self._halt = threading.Event()
         self.on_notice = None  # called with a line of news (camera lost, back); the pipeline sets it
@@ -199,9 +204,13 @@ class VideoSource(Source):
         self.fps = fps if fps and 1 <= fps <= 240 else 30.0  # the pace it plays at in real time
         # The rate a file made from it keeps: a time-lapse's under 1 frame/s too (a variable-rate
         # file reporting its 1000/s time base is taken as 30, as for playing it).
-        self.rate = fps if fps and 0 < fps < 1 else self.fps
+        self._rate = fps if fps and 0 < fps < 1 else self.fps
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 else None
+
+    @property
+    def rate(self) -> float:
+        return self._rate
 
     def frames(self):
         index, pending, start = 0, self._first, time.monotonic()

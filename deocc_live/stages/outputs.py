@@ -260,4 +260,4 @@ def open_file_output(path: str | Path, source) -> Output:
 
     if isinstance(source, ImageSource):
         return FolderOutput(path) if source.root else ImageFileOutput(path)
-    return VideoFileOutput(path, getattr(source, "rate", source.fps), source.size)
+    return VideoFileOutput(path, source.rate, source.size)
