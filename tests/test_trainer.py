@@ -1208,3 +1208,28 @@ def test_trainer_outputs_never_overwrite_their_inputs_nor_leave_a_rejected_file(
     assert result.returncode == 1 and "multiple of 16" in result.stderr, result.stderr[-800:]
     assert checkpoint_copy.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.onnx", "last.ckpt"]
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_frozen_norm_trains_the_weights_and_keeps_the_batchnorm_statistics(tiny_run, tiny_pairs, tmp_path, frozen):
+    """--frozen-norm (resuming at a small batch): the generator's BatchNorm layers normalise with their running
+    statistics and leave them as they were, while the weights still learn; without it the statistics move."""
+    from trainer.configs import FitConfig
+    from trainer.fit import run
+
+    out = tmp_path / "ft"
+    out.mkdir()
+    shutil.copy(tiny_run / "last.ckpt", out / "last.ckpt")
+    before = checkpoint.load(out / "last.ckpt")
+    run(FitConfig(data=str(tiny_pairs), out=str(out), steps=before["step"] + 2, batch=2, adv_start=3, log_every=1,
+                  workers=0, width=0.5, resume=True, frozen_norm=frozen))
+    after = checkpoint.load(out / "last.ckpt")
+    assert after["step"] == before["step"] + 2
+    for weights in ("generator", "generator_ema"):
+        stats = [k for k in before[weights] if k.endswith(("running_mean", "running_var"))]
+        learned = [k for k in before[weights] if k.endswith(".weight") and before[weights][k].dtype.is_floating_point]
+        assert stats and learned
+        assert any(not torch.equal(before[weights][k], after[weights][k]) for k in learned)
+        moved = [k for k in stats if not torch.equal(before[weights][k], after[weights][k])]
+        assert (moved == []) == frozen, moved[:3]
+    assert after["config"]["frozen_norm"] is frozen

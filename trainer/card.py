@@ -206,7 +206,8 @@ def write_card(state: dict, report: dict, onnx_path: str | Path, out: str | Path
         + (f" --colour {config['colour']}" if config.get('colour') else "")
         + (f" --hole-mean {config['hole_mean']}" if config.get('hole_mean') else "")
         + (f" --mse {config['mse']}" if config.get('mse') else "")
-        + (f" --mono {config['mono']}" if config.get('mono') else "") + "   # as its last stretch ran",
+        + (f" --mono {config['mono']}" if config.get('mono') else "")
+        + (" --frozen-norm" if config.get('frozen_norm') else "") + "   # as its last stretch ran",
         *[f"# resumed at step {mean['step']} from the mean (deocc-train average) of the runs "
           + _seed_step_pairs(mean['averaged'])
           for mean in resumed_means],

@@ -90,6 +90,9 @@ class FitConfig:
                               "not a cover (0: none)", 0.0, 0.5)
     mono: float = option(0.0, "share of samples in black and white, input and truth, as an infrared webcam or a "
                          "black-and-white photo gives them (0: none)", 0.0, 1.0)
+    frozen_norm: bool = option(False, "keep the generator's BatchNorm layers at their running statistics while "
+                               "training (normalised as the app runs it, the statistics not updated): for a "
+                               "small batch resuming a generator trained at a large one")
     echo: int = option(1, "train on each drawn batch this many steps in a row, mirrored on every other one: for a "
                        "GPU faster than its loader processes (1: every step its own batch)", 1, 16)
     data_bench: int = option(0, "only time the data path: load this many batches as training would (the same "

@@ -320,6 +320,14 @@ class Trainer:
         return {**g_parts, **parts}
 
     @torch.no_grad()
+    def _train_mode(self):
+        """The generator in training mode; with `--frozen-norm` its BatchNorm layers stay in evaluation mode."""
+        self.generator.train()
+        if self.config.frozen_norm:
+            for layer in self.generator.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                    layer.eval()
+
     def _update_ema(self):
         decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
         # One fused call per list rather than a kernel per tensor (hundreds of launches on a GPU).
@@ -416,7 +424,7 @@ class Trainer:
                 if self.step >= config.steps:
                     break
                 tick = time.monotonic()
-                self.generator.train()
+                self._train_mode()
                 parts = self.train_step(occluded, clean, mask)
                 self.step += 1
                 self.elapsed += time.monotonic() - tick
