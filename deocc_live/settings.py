@@ -73,6 +73,8 @@ SETTINGS = {s.name: s for s in (
     Setting("grain", float, 1.0, 0.0, 2.0, "grain on the restored part, as a share of the grain the visible "
             "face shows (0: none)", slider_scale=100),
     Setting("max_faces", int, 1, 1, 8, "faces restored per frame"),
+    Setting("picture_views", int, 7, 1, 9, "views of each face in a picture (not a video or camera), each "
+            "generated and the results averaged: 1 the aligned crop alone; more are steadier and slower"),
     Setting("threads", int, 1, 1, 64, "generator threads on the CPU (the other core tracks)"),
     Setting("fps", float, None, 1.0, 240.0, "camera frame rate to ask for, e.g. 30", unit="frames/s"),
     Setting("frames", int, 300, 10, 1_000_000, "frames to time"),
@@ -102,9 +104,10 @@ class LiveSettings:
     face_memory: bool = True         # restore a covered face from how it looked uncovered (streams)
     mirror_pass: bool = True         # generate each face and its mirror image, and average the two
     finder: bool = True              # our own finder looks for a covered face MediaPipe missed
+    picture_views: int = _default("picture_views")  # views of each face in a still picture, averaged
 
     def __post_init__(self):
-        for name in LIVE:
+        for name in (*LIVE, "picture_views"):
             SETTINGS[name].check(getattr(self, name))
 
     @classmethod

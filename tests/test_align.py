@@ -83,3 +83,31 @@ def test_frame_conversion_gives_bgr8(height, width, kind):
         np.testing.assert_array_equal(out, (image >> 8).astype(np.uint8))
     if kind == "gray":
         np.testing.assert_array_equal(out[..., 1], image)
+
+
+def test_a_pictures_extra_views_come_back_onto_the_faces_own_crop():
+    """A picture's extra views of a face (closer, wider, shifted, turned) are cut from the frame
+    and, put back by ``from_view``, land on the face's own crop pixel for pixel where the view saw
+    it; the views differ from the crop, and a map taken the wrong way round would not land."""
+    from deocc_live.stages.generate import VIEWS, from_view, view_crop_matrix, view_matrices
+
+    picture = cv2.GaussianBlur(cv2.imread(str(face_files(1)[0])), (0, 0), 1.5)
+    size = 128
+    angle, scale = np.deg2rad(12), size / (0.8 * min(picture.shape[:2]))
+    matrix = _similarity(angle, scale, 0, 0)
+    centre = align.transform_points(matrix, np.array([[picture.shape[1] / 2, picture.shape[0] / 2]]))[0]
+    matrix[:, 2] = size / 2 - centre
+    own = align.warp_crop(picture, matrix, size).astype(np.float32)
+    views = view_matrices(len(VIEWS) + 1, size)
+    assert len(views) == len(VIEWS) and view_matrices(1, size) == [] and len(view_matrices(3, size)) == 2
+    inner = np.zeros((size, size), np.float32)
+    inner[3:-3, 3:-3] = 1  # the crop's own edge repeats the picture's border
+    for view in views:
+        cut = align.warp_crop(picture, view_crop_matrix(view, matrix), size).astype(np.float32)
+        assert np.abs(cut - own).mean() > 3  # another view of the face
+        back, seen = from_view(cut, view)
+        seen = cv2.erode(seen, np.ones((5, 5), np.uint8)) * inner
+        assert seen.mean() > 0.75
+        error = np.abs(back - own).mean(axis=2)[seen > 0].mean()
+        wrong = np.abs(cv2.warpAffine(cut, view, (size, size)) - own).mean(axis=2)[seen > 0].mean()
+        assert error < 1.5 < 3 < wrong, (error, wrong)

@@ -87,6 +87,37 @@ def test_image_in_image_out(generator_onnx, tmp_path):
     assert difference[border].max() == 0  # PNG: untouched pixels are exactly the camera's
 
 
+def test_a_picture_is_restored_from_several_views_and_a_video_from_one(clip, generator_onnx, tmp_path):
+    """--picture-views: a picture's face goes through the generator in several views (the default)
+    or in its crop alone (1), each restoring the covered face and leaving the rest exactly as it
+    was; a video's frames are generated from the crop alone, whatever the option says."""
+    _clean, occluded, mask, _box = occluded_frame(face_files(2)[1], (800, 600))
+    source = tmp_path / "photo.png"
+    cv2.imwrite(str(source), occluded)
+    restored = {}
+    for views in ("1", "9", None):
+        out = tmp_path / f"views{views}.png"
+        result = deocc("--input", source, "--output", out, "--engine", generator_onnx,
+                       *(("--picture-views", views) if views else ()))
+        assert result.returncode == 0, result.stderr[-2000:]
+        restored[views] = cv2.imread(str(out)).astype(int)
+        difference = np.abs(restored[views] - occluded.astype(int)).mean(axis=2)
+        assert difference[mask].mean() > 8.0, views
+        border = np.ones_like(mask)
+        border[60:540, 100:700] = False
+        assert difference[border].max() == 0
+    for one, other in (("1", "9"), ("1", None), ("9", None)):
+        assert np.abs(restored[one] - restored[other]).mean(axis=2)[mask].mean() > 0.5, (one, other)
+    path, _frames, _masks = clip
+    videos = []
+    for views in ("1", "9"):
+        out = tmp_path / f"clip{views}.mp4"
+        result = deocc("--input", path, "--output", out, "--engine", generator_onnx, "--picture-views", views)
+        assert result.returncode == 0, result.stderr[-2000:]
+        videos.append(read_video(out))
+    assert all(np.array_equal(a, b) for a, b in zip(*videos)) and len(videos[0]) == len(videos[1]) > 0
+
+
 def test_a_black_and_white_photo_comes_out_black_and_white(generator_onnx, tmp_path):
     """A covered face in a black-and-white photo is restored in black and white: the generator,
     trained on colour faces, would paint it in colour."""
@@ -273,6 +304,7 @@ def test_sigusr1_toggles_the_effect_and_sigterm_stops(clip, generator_onnx, tmp_
 @pytest.mark.parametrize("args", [
     ["--smoothing", "5"], ["--smoothing", "-1"], ["--smoothing", "nan"], ["--feather", "-1"], ["--feather", "0.5"],
     ["--grain", "-0.5"], ["--grain", "3"],
+    ["--picture-views", "0"], ["--picture-views", "10"],
     ["--threads", "-2"], ["--threads", "0"], ["--fps", "-5"], ["--max-faces", "0"], ["--max-faces", "99"],
     ["bench", "--frames", "0"], ["bench", "--fps", "-5"], ["bench", "--threads", "-2"], ["bench", "--soak", "-1"],
     ["--gui", "--smoothing", "5"],

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     SETTINGS["face_smoothing"].add_to(parser, unset=True)
     SETTINGS["feather"].add_to(parser, unset=True)
     SETTINGS["grain"].add_to(parser, unset=True)
+    SETTINGS["picture_views"].add_to(parser, unset=True)
     parser.add_argument("--no-face-memory", dest="face_memory", action="store_false", default=None,
                         help="restore covered faces from the generator alone, not from how the face looked "
                              "uncovered moments before (the memory is kept in memory only, never on disk)")
@@ -90,7 +91,8 @@ def run(args) -> int:
         settings = LiveSettings.given(args, enabled=not args.off, show_mask=args.show_mask,
                                       face_memory=args.face_memory is not False,
                                       mirror_pass=args.mirror_pass is not False,
-                                      finder=args.finder is not False)
+                                      finder=args.finder is not False,
+                                      **({"picture_views": args.picture_views} if args.picture_views else {}))
         if args.no_smoothing:
             settings.set("face_smoothing", 0.0)
             settings.landmark_filter = False
