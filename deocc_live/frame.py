@@ -30,6 +30,7 @@ class Frame:
     faces: list[Face] = field(default_factory=list)
     source_name: str = ""                    # file name for file and folder sources
     still: bool = False                      # a picture on its own: no state from earlier frames
+    alpha: np.ndarray | None = None          # (H, W) uint8: a picture's own transparency, written back where kept
     output: np.ndarray | None = None         # the frame to show/send (the input when off)
     before: list = field(default_factory=list)  # (x, y, pixels) the blend painted over, in order
     enabled: bool = True                     # the effect's state when this frame was generated

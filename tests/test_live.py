@@ -118,6 +118,35 @@ def test_a_picture_is_restored_from_several_views_and_a_video_from_one(clip, gen
     assert all(np.array_equal(a, b) for a, b in zip(*videos)) and len(videos[0]) == len(videos[1]) > 0
 
 
+def test_a_transparent_picture_keeps_its_transparency_where_the_format_keeps_one(generator_onnx, tmp_path):
+    """A cut-out portrait (PNG with an alpha channel, 8 or 16 bits): the covered face restored,
+    the transparency written back unchanged to PNG, WebP (lossless) and TIFF; a JPEG has none."""
+    _clean, occluded, mask, _box = occluded_frame(face_files(2)[1], (800, 600))
+    alpha = np.zeros(mask.shape, np.uint8)
+    cv2.ellipse(alpha, (400, 300), (330, 280), 0, 0, 360, 255, -1)
+    alpha[:40] = 128  # half transparent
+    assert alpha[mask].min() == 255
+    for bits, suffix in ((8, ".png"), (16, ".png"), (8, ".webp"), (8, ".tif"), (8, ".jpg")):
+        picture = np.dstack([occluded, alpha])
+        if bits == 16:
+            picture = picture.astype(np.uint16) * 257
+        source = tmp_path / f"cutout{bits}.png"
+        cv2.imwrite(str(source), picture)
+        out = tmp_path / f"restored{bits}{suffix}"
+        result = deocc("--input", source, "--output", out, "--engine", generator_onnx,
+                       *(("--picture-views", "1") if suffix != ".png" else ()))
+        assert result.returncode == 0, result.stderr[-2000:]
+        written = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+        assert written.dtype == np.uint8 and written.shape[:2] == occluded.shape[:2]
+        if suffix == ".jpg":
+            assert written.ndim == 3 and written.shape[2] == 3
+            continue
+        assert written.shape[2] == 4, (bits, suffix)
+        assert np.array_equal(written[..., 3], alpha), (bits, suffix)
+        difference = np.abs(written[..., :3].astype(int) - occluded.astype(int)).mean(axis=2)
+        assert difference[mask].mean() > 8.0, (bits, suffix)
+
+
 def test_a_black_and_white_photo_comes_out_black_and_white(generator_onnx, tmp_path):
     """A covered face in a black-and-white photo is restored in black and white: the generator,
     trained on colour faces, would paint it in colour."""

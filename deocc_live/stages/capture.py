@@ -40,7 +40,21 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def alpha_of(image: np.ndarray) -> np.ndarray | None:
+    """A picture's own transparency as (H, W) uint8, or None when it has none (or is opaque)."""
+    if image.ndim != 3 or image.shape[2] != 4:
+        return None
+    alpha = to_bgr8(np.ascontiguousarray(image[..., 3]))[..., 0]
+    return None if alpha.min() == 255 else alpha
+
+
 def read_image(path: Path) -> np.ndarray:
+    """The picture as BGR uint8 (see ``read_picture`` for its transparency too)."""
+    return read_picture(path)[0]
+
+
+def read_picture(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The picture as BGR uint8, and its transparency (``alpha_of``)."""
     if not path.is_file():
         raise SourceError(f"input not found: {path}")
     if path.stat().st_size == 0:
@@ -48,7 +62,7 @@ def read_image(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise SourceError(f"cannot read image: {path}")
-    return to_bgr8(image)
+    return to_bgr8(image), alpha_of(image)
 
 
 class Source:
@@ -247,9 +261,8 @@ class ImageSource(Source):
         self.frame_count = len(paths)
         self.fps = 30.0
         if len(paths) == 1:
-            image = read_image(paths[0])  # a single bad image is an error at start
-            self.size = (image.shape[1], image.shape[0])
-            self._first = image
+            self._first = read_picture(paths[0])  # a single bad image is an error at start
+            self.size = (self._first[0].shape[1], self._first[0].shape[0])
         else:
             self._first = None
 
@@ -258,15 +271,16 @@ class ImageSource(Source):
             if self._halt.is_set():
                 return
             if index == 0 and self._first is not None:
-                image = self._first
+                image, alpha = self._first
             else:
                 try:
-                    image = read_image(path)
+                    image, alpha = read_picture(path)
                 except SourceError as error:
                     self.failed.append((path, str(error)))
                     continue
             name = str(path.relative_to(self.root)) if self.root else path.name
-            yield Frame(image=image, index=index, time_ms=index * 1000.0 / self.fps, source_name=name, still=True)
+            yield Frame(image=image, index=index, time_ms=index * 1000.0 / self.fps, source_name=name, still=True,
+                        alpha=alpha)
 
 
 def open_source(source: str | int | None, size=None, fps=None, loop: bool = False, realtime: bool = False) -> Source:

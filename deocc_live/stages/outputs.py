@@ -50,7 +50,13 @@ def _not_a_folder(path: Path) -> None:
         raise OutputError(f"output {path} is a folder: give a file name in it")
 
 
-def _atomic_image(path: Path, image: np.ndarray) -> None:
+ALPHA_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}  # picture formats that keep a transparency
+
+
+def _atomic_image(path: Path, image: np.ndarray, alpha: np.ndarray | None = None) -> None:
+    """The picture written whole or not at all; with its transparency where the format keeps one."""
+    if alpha is not None and path.suffix.lower() in ALPHA_SUFFIXES:
+        image = np.dstack([image, alpha])
     ok, data = cv2.imencode(path.suffix, image)
     if not ok:
         raise OutputError(f"cannot encode {path.suffix} image")
@@ -161,7 +167,7 @@ class ImageFileOutput(Output):
         self.path = path
 
     def write(self, frame) -> None:
-        _atomic_image(self.path, frame.output)
+        _atomic_image(self.path, frame.output, frame.alpha)
 
 
 class FolderOutput(Output):
@@ -181,7 +187,7 @@ class FolderOutput(Output):
     def write(self, frame) -> None:
         target = self.path / frame.source_name
         target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_image(target, frame.output)
+        _atomic_image(target, frame.output, frame.alpha)
         self.written += 1
 
     def close(self, complete: bool = True) -> None:
