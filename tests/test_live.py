@@ -106,8 +106,8 @@ def test_a_picture_is_restored_from_several_views_and_a_video_from_one(clip, gen
         border = np.ones_like(mask)
         border[60:540, 100:700] = False
         assert difference[border].max() == 0
-    for one, other in (("1", "9"), ("1", None), ("9", None)):
-        assert np.abs(restored[one] - restored[other]).mean(axis=2)[mask].mean() > 0.5, (one, other)
+    for one, other, least in (("1", "9", 0.5), ("1", None, 0.5), ("9", None, 0.1)):
+        assert np.abs(restored[one] - restored[other]).mean(axis=2)[mask].mean() > least, (one, other)
     path, _frames, _masks = clip
     videos = []
     for views in ("1", "9"):
