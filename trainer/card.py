@@ -254,7 +254,9 @@ def _end_to_end_section(report: dict) -> list[str]:
         "the Laplacian over the truth's (above 1: edges the truth lacks, such as an occluder's rim), and the same "
         "over the scenes the app acted on (a face it left covered scores its occluder's edges); colour shift "
         "is the distance of the mean Lab colours. The app runs as shipped: mirror pass, colour pull, grain"
-        + (" and the finder (assets/FINDER_CARD.md) on." if report.get("finder") else " on; the finder was not installed."),
+        + (" and the finder (assets/FINDER_CARD.md) on" if report.get("finder") else " on (the finder was not installed)")
+        + (f"; each picture's face generated from {report['picture_views']} views (`--picture-views`), the clip's "
+           "frames from one." if report.get("picture_views", 1) > 1 else "."),
         "",
         report["markdown"],
         "",

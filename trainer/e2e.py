@@ -744,9 +744,12 @@ def run(config) -> dict:
         engine.close()
     from deocc_live.assets import FINDER, find_asset
 
+    from deocc_live.settings import LiveSettings
+
     finder = find_asset(FINDER)  # the app's pipeline loads it where it is installed
     report = {"model": str(config.model), "data": str(data), "split": config.split, "frame_size": list(size),
               "seed": config.seed, "jpeg": config.jpeg, "mono": config.mono, "finder": str(finder) if finder else None,
+              "picture_views": LiveSettings().picture_views,
               "kinds": {kind: _summary([r for r in rows if r["kind"] == kind]) for kind in KINDS},
               "held_out": _summary([r for r in rows if r["held_out"]]),
               "seen": _summary([r for r in rows if not r["held_out"]]),
