@@ -743,7 +743,6 @@ def run(config) -> dict:
     finally:
         engine.close()
     from deocc_live.assets import FINDER, find_asset
-
     from deocc_live.settings import LiveSettings
 
     finder = find_asset(FINDER)  # the app's pipeline loads it where it is installed

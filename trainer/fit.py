@@ -319,7 +319,6 @@ class Trainer:
         self._update_ema()
         return {**g_parts, **parts}
 
-    @torch.no_grad()
     def _train_mode(self):
         """The generator in training mode; with `--frozen-norm` its BatchNorm layers stay in evaluation mode."""
         self.generator.train()
@@ -328,6 +327,7 @@ class Trainer:
                 if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
                     layer.eval()
 
+    @torch.no_grad()
     def _update_ema(self):
         decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
         # One fused call per list rather than a kernel per tensor (hundreds of launches on a GPU).
