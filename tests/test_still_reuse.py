@@ -146,7 +146,7 @@ def test_the_mirror_pass_averages_the_face_and_its_mirror_image_in_one_engine_ca
         images, masks = batch_to_images(restored), np.array(occlusion[:, 0])
         results = {}
         for mirror in (True, False):
-            stage = GenerateStage(engine, LiveSettings(mirror_pass=mirror))
+            stage = GenerateStage(engine, LiveSettings(mirror_pass=mirror, picture_views=1))  # the crop alone
             stage.engine = counting = _Counting(engine, "infer")
             face = stage(Frame(image=frames[0], index=0, time_ms=0.0, faces=[frame.faces[0]], still=True)).faces[0]
             results[mirror] = (face.restored.copy(), face.occlusion.copy(), counting.calls)
