@@ -87,7 +87,7 @@ def _default(name: str):
     return field(default=SETTINGS[name].default)
 
 
-LIVE = ("face_smoothing", "feather", "grain", "max_faces")  # the table's settings a LiveSettings holds
+LIVE = ("face_smoothing", "feather", "grain", "max_faces")  # the table's settings the desktop app takes
 
 
 @dataclass
@@ -107,13 +107,19 @@ class LiveSettings:
     picture_views: int = _default("picture_views")  # views of each face in a still picture, averaged
 
     def __post_init__(self):
-        for name in (*LIVE, "picture_views"):
+        for name in self.tabled():
             SETTINGS[name].check(getattr(self, name))
+
+    @classmethod
+    def tabled(cls) -> list[str]:
+        """The values that have their default and range in the table."""
+        return [name for name in cls.__dataclass_fields__ if name in SETTINGS]
 
     @classmethod
     def given(cls, args, **others) -> "LiveSettings":
         """The table's defaults, with what the command line gave over them."""
-        return cls(**{name: getattr(args, name) for name in LIVE if getattr(args, name, None) is not None}, **others)
+        return cls(**{name: getattr(args, name) for name in cls.tabled() if getattr(args, name, None) is not None},
+                   **others)
 
     def set(self, name: str, value) -> None:
         """Change one value while running (a GUI slider, a key); numbers are range-checked."""

@@ -91,8 +91,7 @@ def run(args) -> int:
         settings = LiveSettings.given(args, enabled=not args.off, show_mask=args.show_mask,
                                       face_memory=args.face_memory is not False,
                                       mirror_pass=args.mirror_pass is not False,
-                                      finder=args.finder is not False,
-                                      **({"picture_views": args.picture_views} if args.picture_views else {}))
+                                      finder=args.finder is not False)
         if args.no_smoothing:
             settings.set("face_smoothing", 0.0)
             settings.landmark_filter = False

@@ -23,14 +23,20 @@ def now_ms() -> float:
     return time.monotonic() * 1000.0
 
 
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """16-bit, float or other depths as 8 bits per channel."""
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    if image.dtype in (np.float32, np.float64):
+        return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if image.dtype != np.uint8:
+        return np.clip(image, 0, 255).astype(np.uint8)
+    return image
+
+
 def to_bgr8(image: np.ndarray) -> np.ndarray:
     """Any picture OpenCV reads (grey, BGRA, 16-bit, float) as BGR uint8."""
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype in (np.float32, np.float64):
-        image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
+    image = _to_uint8(image)
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:
@@ -44,13 +50,8 @@ def alpha_of(image: np.ndarray) -> np.ndarray | None:
     """A picture's own transparency as (H, W) uint8, or None when it has none (or is opaque)."""
     if image.ndim != 3 or image.shape[2] != 4:
         return None
-    alpha = to_bgr8(np.ascontiguousarray(image[..., 3]))[..., 0]
+    alpha = np.ascontiguousarray(_to_uint8(image[..., 3]))
     return None if alpha.min() == 255 else alpha
-
-
-def read_image(path: Path) -> np.ndarray:
-    """The picture as BGR uint8 (see ``read_picture`` for its transparency too)."""
-    return read_picture(path)[0]
 
 
 def read_picture(path: Path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -141,11 +141,10 @@ def _join_views(restored: np.ndarray, occlusion: np.ndarray, views: list[np.ndar
         image, mask = restored[first].copy(), occlusion[first].copy()
         weight, masks = np.ones(mask.shape, np.float32), mask.copy()
         for index, view in enumerate(views, start=first + 1):
-            back, seen = from_view(restored[index], view)
-            back_mask, _ = from_view(occlusion[index], view)
-            image += back * seen[..., None]
+            back, seen = from_view(np.dstack([restored[index], occlusion[index]]), view)  # one warp for both
+            image += back[..., :3] * seen[..., None]
             weight += seen
-            masks += back_mask * seen + mask * (1.0 - seen)
+            masks += back[..., 3] * seen + mask * (1.0 - seen)
         faces_restored.append(image / weight[..., None])
         faces_occlusion.append(masks * np.float32(1 / per))
     return np.stack(faces_restored), np.stack(faces_occlusion)
